@@ -1,0 +1,1 @@
+"""Acquisition: device protocols, drivers (gphoto2, RealSense, OpenNI2), the simulated rig, paired capture."""

@@ -1,0 +1,1 @@
+"""Registration: calibration, depth -> DSLR reprojection, hole filling, resampling, dataset building."""

@@ -1,0 +1,27 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with `exit_code`."""
+
+from __future__ import annotations
+
+
+class RigError(Exception):
+    """A user-facing error: bad input, missing device, unusable file.
+
+    The message must be one line that says what is wrong and what to do.
+    """
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(RigError):
+    """A config or session file fails validation (exit code 2)."""
+
+
+class DeviceError(RigError):
+    """A device is missing, busy or failed (exit code 3)."""
+
+    exit_code = 3

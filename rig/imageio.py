@@ -1,0 +1,89 @@
+"""Image files: 8-bit RGB, 16-bit depth PNG in millimetres (0 = unknown), atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rig.errors import RigError
+
+DEPTH_MAX_MM = 65535
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def encode_image(path: Path, image: np.ndarray) -> bytes:
+    """Encode by the extension of ``path``; RGB arrays (H, W, 3) are written as RGB."""
+    import cv2
+
+    ext = Path(path).suffix.lower() or ".png"
+    arr = image
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    params: list[int] = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, arr, params)
+    if not ok:
+        raise RigError(f"{path}: cannot encode image of shape {image.shape} dtype {image.dtype}")
+    return buf.tobytes()
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    """Atomically write an RGB uint8 (H, W, 3) or grey (H, W) uint8/uint16 image."""
+    atomic_write_bytes(Path(path), encode_image(Path(path), image))
+    return Path(path)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. Raises RigError (one line) for a missing or undecodable file."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RigError(f"{path}: missing or not a decodable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def depth_m_to_mm_u16(depth_m: np.ndarray) -> np.ndarray:
+    """float metres (NaN/≤0 = unknown) -> uint16 millimetres with 0 = unknown, clipped to 65.535 m."""
+    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    mm = np.rint(np.clip(d, 0.0, DEPTH_MAX_MM / 1000.0) * 1000.0)
+    return mm.astype(np.uint16)
+
+
+def write_depth_mm(path: Path, depth_m: np.ndarray) -> Path:
+    """Write float depth (H, W) in metres as a 16-bit PNG in millimetres (0 = unknown)."""
+    if Path(path).suffix.lower() != ".png":
+        raise RigError(f"{path}: depth must be written as .png (16-bit millimetres)")
+    return write_image(Path(path), depth_m_to_mm_u16(depth_m))
+
+
+def read_depth_m(path: Path) -> np.ndarray:
+    """16-bit PNG in mm -> float32 (H, W) metres, 0 where unknown."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise RigError(f"{path}: missing or not a decodable depth PNG")
+    if img.dtype != np.uint16 or img.ndim != 2:
+        raise RigError(f"{path}: expected a single-channel 16-bit PNG (depth in mm), got {img.dtype} {img.shape}")
+    return img.astype(np.float32) / 1000.0
