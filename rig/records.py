@@ -153,3 +153,54 @@ class RegisteredFrame:
 VALID_UNKNOWN = 0
 VALID_MEASURED = 255
 VALID_FILLED = 128
+
+
+def _shot_to_dict(s: DslrShot) -> dict[str, Any]:
+    return {"file": s.file, "f_number": float(s.f_number), "shutter_s": float(s.shutter_s), "iso": int(s.iso),
+            "exif": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in s.exif.items()},
+            "t_monotonic_s": float(s.t_monotonic_s), "t_wall": s.t_wall}
+
+
+def _shot_from_dict(d: dict[str, Any]) -> DslrShot:
+    return DslrShot(file=str(d["file"]), f_number=float(d["f_number"]), shutter_s=float(d["shutter_s"]),
+                    iso=int(d["iso"]), exif=dict(d.get("exif") or {}), t_monotonic_s=float(d.get("t_monotonic_s", 0.0)),
+                    t_wall=str(d.get("t_wall", "")))
+
+
+def capture_to_dict(c: Capture) -> dict[str, Any]:
+    """Plain-YAML form of a Capture (inverse: :func:`capture_from_dict`)."""
+    depth = None
+    if c.depth is not None:
+        depth = {"files": list(c.depth.files), "fused_file": c.depth.fused_file,
+                 "intrinsics": c.depth.intrinsics.to_dict(), "depth_scale_m": float(c.depth.depth_scale_m),
+                 "ir_file": c.depth.ir_file, "t_monotonic_s": float(c.depth.t_monotonic_s), "t_wall": c.depth.t_wall}
+    return {
+        "capture_id": c.capture_id, "scene_id": c.scene_id,
+        "defocused": _shot_to_dict(c.defocused), "all_in_focus": _shot_to_dict(c.all_in_focus),
+        "depth": depth, "config_snapshot_id": c.config_snapshot_id,
+        "dslr_intrinsics": c.dslr_intrinsics.to_dict() if c.dslr_intrinsics else None,
+        "depth_to_dslr": c.depth_to_dslr.to_dict() if c.depth_to_dslr else None,
+        "focus_m": c.focus_m, "t_monotonic_s": float(c.t_monotonic_s), "t_wall": c.t_wall,
+        "extra": dict(c.extra),
+    }
+
+
+def capture_from_dict(d: dict[str, Any]) -> Capture:
+    """Parse :func:`capture_to_dict` output; KeyError/TypeError/ValueError on a malformed mapping."""
+    dep = d.get("depth")
+    depth = None
+    if dep:
+        depth = DepthBurst(files=[str(x) for x in dep["files"]], fused_file=str(dep["fused_file"]),
+                           intrinsics=Intrinsics.from_dict(dep["intrinsics"]),
+                           depth_scale_m=float(dep["depth_scale_m"]), ir_file=dep.get("ir_file"),
+                           t_monotonic_s=float(dep.get("t_monotonic_s", 0.0)), t_wall=str(dep.get("t_wall", "")))
+    return Capture(
+        capture_id=str(d["capture_id"]), scene_id=str(d["scene_id"]),
+        defocused=_shot_from_dict(d["defocused"]), all_in_focus=_shot_from_dict(d["all_in_focus"]),
+        depth=depth, config_snapshot_id=str(d.get("config_snapshot_id", "")),
+        dslr_intrinsics=Intrinsics.from_dict(d["dslr_intrinsics"]) if d.get("dslr_intrinsics") else None,
+        depth_to_dslr=Extrinsics.from_dict(d["depth_to_dslr"]) if d.get("depth_to_dslr") else None,
+        focus_m=None if d.get("focus_m") is None else float(d["focus_m"]),
+        t_monotonic_s=float(d.get("t_monotonic_s", 0.0)), t_wall=str(d.get("t_wall", "")),
+        extra=dict(d.get("extra") or {}),
+    )
