@@ -130,15 +130,14 @@ def fuse_depth_burst(frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
     stack = np.asarray(frames)
     if stack.ndim != 3 or stack.shape[0] == 0:
         raise ValueError("expected a non-empty stack of (H, W) frames")
-    data = stack.astype(np.float32)
-    data[stack == 0] = np.nan
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(data, axis=0)
-    return np.nan_to_num(np.rint(med), nan=0.0).astype(stack.dtype)
+    # Sort with zeros pushed to the end; the median of the n valid values sits at (n-1)//2 and n//2.
+    data = np.where(stack == 0, np.inf, stack.astype(np.float32))
+    data.sort(axis=0)
+    n = (stack != 0).sum(axis=0)
+    lo = np.take_along_axis(data, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(data, np.maximum(n // 2, 0)[None], axis=0)[0]
+    med = np.where(n > 0, (lo + hi) * 0.5, 0.0)  # n == 0: lo = hi = inf, replaced by 0
+    return np.rint(med).astype(stack.dtype)
 
 
 def read_depth_burst(sensor: DepthSensor, n_frames: int) -> tuple[list[np.ndarray], np.ndarray]:

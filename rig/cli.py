@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "acquisition.cli",
     "registration.cli",
     "inference.cli",
+    "inference.cli_compare",
+    "rig.deploy_cli",
 )
 
 

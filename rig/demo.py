@@ -21,7 +21,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("capture", "acquisition.demo:capture_step"),
     ("register + dataset", "registration.demo:register_step"),
     ("predict + report", "inference.demo:predict_step"),
-    ("live loop", "inference.demo:live_step"),
+    ("live loop", "rig.live:demo_step"),
 )
 
 

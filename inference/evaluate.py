@@ -1,0 +1,264 @@
+"""``rig eval``: metrics of a model on a dataset split, per-depth-bin RMS, qualitative grid.
+
+Writes (with ``--out DIR``): ``metrics.json`` (mean and pooled metrics, per-image metrics, depth
+bins, settings), ``depth_bins.png`` (RMS per ground-truth depth bin over the train/test depth
+histograms, paper 1 Fig. 8) and ``grid.png`` (RGB, ground truth, prediction, |error|, MC-dropout
+uncertainty for the first ``--grid`` images). ``rig report DIR`` turns the folder into a web page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.metrics import (METRIC_NAMES, BinAccumulator, depth_histogram, depth_metrics, eigen_crop,
+                               eval_mask, mean_metrics, pooled_metrics)
+from rig.errors import RigError
+
+GRID_MC_SAMPLES = 20
+
+
+@dataclass
+class EvalSet:
+    """Where the evaluated samples live: ``split`` folder and the ids (a carved val set lives in 'train')."""
+
+    root: Path
+    split_dir: str
+    ids: list[str]
+    label: str
+    train_exclude: set[str] = field(default_factory=set)
+
+
+def resolve_eval_set(root: Path, split: str, meta: dict[str, Any]) -> EvalSet:
+    """The split's samples; for 'val' without a val folder, the validation ids recorded in the model."""
+    from rig import dataset as rds
+
+    rds.read_manifest(root)
+    ids = rds.list_samples(root, split)
+    if ids:
+        return EvalSet(root, split, ids, split)
+    if split == "val" and meta.get("val_ids"):
+        src = meta.get("train_split", "train")
+        have = set(rds.list_samples(root, src))
+        ids = [i for i in meta["val_ids"] if i in have]
+        if not ids:
+            raise RigError(f"{root}: none of the model's {len(meta['val_ids'])} validation ids are in split {src!r}")
+        return EvalSet(root, src, ids, f"val (carved from {src} by scene, {len(ids)} images)", set(ids))
+    raise RigError(f"{root}: split {split!r} has no samples"
+                   + (" and the model records no validation ids" if split == "val" else ""))
+
+
+def _bin_edges(max_depth_m: float, width_m: float) -> np.ndarray:
+    top = max(width_m, np.ceil(max_depth_m / width_m) * width_m)
+    return np.arange(0.0, top + width_m / 2, width_m)
+
+
+def plot_depth_bins(bins: Any, out: Path, title: str) -> Path:
+    """RMS per depth bin (bars) over normalised train/test depth histograms (paper 1 Fig. 8)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.asarray(bins.edges_m)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.2), dpi=110, sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 2]})
+    rms = np.asarray(bins.rms_m, dtype=float)
+    ax1.bar(centres, np.nan_to_num(rms), width=width * 0.85, color="tab:red", alpha=0.8)
+    ax1.set_ylabel("RMS error (m)")
+    ax1.set_title(title)
+    ax1.grid(alpha=0.3)
+    test = np.asarray(bins.count_test, dtype=float)
+    ax2.step(edges[:-1], test / max(test.sum(), 1), where="post", label="test", color="tab:blue")
+    if bins.count_train is not None:
+        train = np.asarray(bins.count_train, dtype=float)
+        ax2.step(edges[:-1], train / max(train.sum(), 1), where="post", label="train", color="tab:green")
+    ax2.set_xlabel("ground-truth depth (m)")
+    ax2.set_ylabel("fraction of pixels")
+    ax2.grid(alpha=0.3)
+    ax2.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_grid(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Qualitative grid: RGB | ground truth | prediction | |error| | uncertainty (std), one row per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ("RGB", "ground truth (m)", "prediction (m)", "|error| (m)", "uncertainty σ (m)")
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.0 * len(cols), 2.2 * len(rows)), dpi=100,
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        gt = row["gt"]
+        ok = gt > 0
+        lo, hi = (float(gt[ok].min()), float(gt[ok].max())) if ok.any() else (0.0, 1.0)
+        err = np.where(ok, np.abs(row["pred"] - gt), np.nan)
+        panels = [(row["rgb"], {}), (np.where(ok, gt, np.nan), {"vmin": lo, "vmax": hi, "cmap": "viridis"}),
+                  (row["pred"], {"vmin": lo, "vmax": hi, "cmap": "viridis"}),
+                  (err, {"vmin": 0, "vmax": max(float(np.nanpercentile(err, 99)) if ok.any() else 1.0, 1e-3),
+                         "cmap": "inferno"}),
+                  (row["std"], {"vmin": 0, "cmap": "magma"})]
+        for c, (img, kw) in enumerate(panels):
+            ax = axes[r][c]
+            im = ax.imshow(img, **kw)
+            if c > 0:
+                fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=9)
+        axes[r][0].set_ylabel(row["id"][-15:], fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | None = None,
+             min_depth_m: float | None = None, max_depth_m: float | None = None, crop: bool = False,
+             mc_samples: int = 0, bin_width_m: float = 0.5, grid: int = 4, limit: int | None = None,
+             device: str = "cpu", out_dir: Path | None = None, progress: bool = True,
+             input_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate; returns the metrics record (also written to ``out_dir/metrics.json`` with the figures)."""
+    from inference.data import load_image_set
+    from inference.mc_dropout import mc_predict
+    from inference.model import load_model
+    from inference.predict import predict_image, to_tensor
+    from rig import dataset as rds
+    from rig.imageio import read_depth_m
+
+    loaded = load_model(model_ref, device=device)
+    es = resolve_eval_set(Path(data), split, loaded.meta)
+    kind = input_kind or loaded.meta.get("input") or "N2_8"
+    ids = es.ids[:limit] if limit else es.ids
+    images = load_image_set(es.root, es.split_dir, kind, ids, input_dir)
+    per_image, preds, rows = [], [], []
+    gmax = max(float(d.max()) for d in images.depth_m)
+    edges = _bin_edges(max_depth_m or gmax, bin_width_m)
+    acc = BinAccumulator(edges)
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as prog:
+        task = prog.add_task(f"evaluating {len(images)} images", total=len(images))
+        for i, sid in enumerate(images.ids):
+            rgb, gt, valid = images.rgb[i], images.depth_m[i], images.valid[i]
+            pred = predict_image(loaded.model, rgb, mc_samples=mc_samples, device=device)
+            cmask = eigen_crop(gt.shape) if crop else None
+            m = depth_metrics(pred.depth_m, gt, valid, min_depth_m, max_depth_m, cmask)
+            per_image.append({"id": sid, **m})
+            preds.append(pred.depth_m)
+            acc.add(pred.depth_m, gt, eval_mask(gt, valid, min_depth_m, max_depth_m, cmask))
+            if i < grid:
+                std = pred.std_m
+                if std is None:
+                    import torch
+
+                    with torch.inference_mode():
+                        _, var = mc_predict(loaded.model, to_tensor(rgb, device), samples=GRID_MC_SAMPLES)
+                    std = var[0, 0].sqrt().cpu().numpy()
+                rows.append({"id": sid, "rgb": rgb, "gt": np.where(valid, gt, 0.0), "pred": pred.depth_m, "std": std})
+            prog.update(task, advance=1)
+    # training-set depth histogram (paper 1 Fig. 8): the dataset's train split minus evaluated ids
+    train_ids = [t for t in rds.list_samples(es.root, "train") if t not in set(ids)]
+    count_train = depth_histogram((read_depth_m(rds.sample_path(es.root, "train", "depth", t))
+                                   for t in train_ids), edges) if train_ids else None
+    bins = acc.result(count_train)
+    mean = mean_metrics(per_image)
+    result: dict[str, Any] = {
+        "model": str(loaded.path), "arch": loaded.arch, "model_input": loaded.meta.get("input"),
+        "data": str(es.root), "split": es.label, "input": kind,
+        "input_dir": None if input_dir is None else str(input_dir), "n_images": mean.pop("n_images"),
+        "metrics": mean,
+        "pooled": pooled_metrics(preds, images.depth_m, images.valid, min_depth_m, max_depth_m),
+        "per_image": per_image, "bins": bins.to_dict(),
+        "settings": {"min_depth_m": min_depth_m, "max_depth_m": max_depth_m, "crop": crop,
+                     "mc_samples": mc_samples, "bin_width_m": bin_width_m, "aggregate": "mean over images"},
+        "training": {k: loaded.meta.get(k) for k in ("epoch", "n_train", "n_val", "val_carved", "dataset")
+                     if k in loaded.meta},
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_depth_bins(bins, out_dir / "depth_bins.png", f"{loaded.arch} on {kind}: RMS per depth bin")
+        result["figures"] = {"depth_bins": "depth_bins.png"}
+        if rows:
+            plot_grid(rows, out_dir / "grid.png")
+            result["figures"]["grid"] = "grid.png"
+        write_json(out_dir / "metrics.json", result)
+    return result
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from rig.imageio import atomic_write_bytes
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer)):
+            return clean(x.item())
+        return x
+
+    atomic_write_bytes(Path(path), json.dumps(clean(obj), indent=1).encode())
+
+
+def print_metrics(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{Path(result['model']).name} ({result['arch']}, input {result['input']}) on "
+              f"{result['split']}: {result['n_images']} images")
+    for k in METRIC_NAMES:
+        t.add_column(k, justify="right")
+    m = result["metrics"]
+    t.add_row(*[f"{m[k] * 100:.1f}%" if k.startswith("delta") else f"{m[k]:.3f}" for k in METRIC_NAMES])
+    Console().print(t)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.predict import _device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("min_depth", "max_depth"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise RigError(f"--{name.replace('_', '-')}: must be > 0 m")
+    if args.min_depth is not None and args.max_depth is not None and args.min_depth >= args.max_depth:
+        raise RigError("--min-depth must be below --max-depth")
+    if args.input_dir and not Path(args.input_dir).is_dir():
+        raise RigError(f"--input-dir {args.input_dir}: no such folder")
+    if args.bin_width <= 0:
+        raise RigError("--bin-width: must be > 0 m")
+    if args.mc_samples < 0 or args.mc_samples == 1:
+        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
+    out_dir = Path(args.out) if args.out else None
+    result = evaluate(args.model, Path(args.data), args.split, args.input, args.min_depth, args.max_depth,
+                      args.crop, args.mc_samples, args.bin_width, args.grid, args.limit, _device(args.device),
+                      out_dir, input_dir=Path(args.input_dir) if args.input_dir else None)
+    print_metrics(result)
+    if args.json_out:
+        write_json(Path(args.json_out), result)
+        print(f"wrote {args.json_out}")
+    if out_dir is not None:
+        print(f"figures and metrics.json in {out_dir} (`rig report {out_dir}` makes a web page)")
+    return 0

@@ -1,0 +1,701 @@
+"""The live loop: frames from any source -> resize -> depth (+ MC-dropout uncertainty) -> view, saved.
+
+Generic: it takes an iterator of frames and an inference function; where the frames come from (a
+DSLR, the simulated rig, a recorded session, a folder) is wired in :mod:`rig.live`. It imports no
+device library.
+
+Stages run in threads joined by bounded queues::
+
+    capture ──q_in──► infer ──q_out──► output (colourise, compose, save, publish) ──► display (main thread)
+       └──q_rec──► recorder (every captured frame, lossless)
+
+* ``drop=True`` (live): q_in and q_out hold at most ``queue_size`` frames and drop the OLDEST when a
+  new one arrives, so the display never lags behind the camera; drops are counted. The recorder's
+  queue never drops (it blocks the capture instead): every captured frame is saved.
+* ``drop=False`` (replay, benchmarks): every queue blocks, every frame is processed, in order.
+
+Stop: the source ends, ``max_frames`` frames were captured, :meth:`LiveLoop.stop` (Ctrl-C / SIGINT
+in :func:`run_live`, 'q' in the window) — the stages then drain their queues, so every captured
+frame is recorded and every inferred frame is saved before :meth:`LiveLoop.run` returns.
+
+A live run is recorded as a session (:class:`rig.session.Session`: session.yaml with the rig config,
+an empty captures.jsonl, raw/) with a ``live/`` sub-layout (:class:`LiveRecorder`)::
+
+    live/live.yaml          the run: source, model, engine, size, MC samples, start; + summary at the end
+    live/frames.jsonl       one line per captured frame (written after its file): index, file, source,
+                            t_wall, t_monotonic_s, capture_s
+    live/input/000000.png   the model input as inferred (RGB at the output size, lossless PNG)
+    live/original/000000.*  the source's own file when it has one (a DSLR JPEG), else absent
+    live/results.jsonl      one line per inferred frame: index, depth/std/view files, infer_s, latency_s
+    live/depth/000000.png   depth, 16-bit PNG in millimetres (rig.imageio)
+    live/std/000000.png     MC-dropout standard deviation, 16-bit mm (with MC-dropout only)
+    live/view/000000.jpg    the composite shown (input | depth | uncertainty)
+
+``rig replay`` and ``rig live --source replay:SESSION`` read it back with :func:`read_live_frames`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from rig.errors import RigError
+
+LIVE_DIR = "live"
+FRAMES_JOURNAL = "frames.jsonl"
+RESULTS_JOURNAL = "results.jsonl"
+LIVE_META = "live.yaml"
+FRAME_NAME = "{:06d}"
+DEFAULT_DEPTH_RANGE_M = (0.5, 10.0)
+STAGES = ("capture", "resize", "infer", "render", "save", "record")
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass
+class SourceFrame:
+    """One frame from a source: RGB (H, W, 3) uint8 at any size, with where it came from."""
+
+    rgb: np.ndarray
+    name: str = ""
+    original: bytes | None = None  # the source's own file (e.g. the DSLR's JPEG), recorded as is
+    original_suffix: str = ".jpg"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Frame:
+    """A captured frame at the model's input size."""
+
+    index: int
+    rgb: np.ndarray  # (H, W, 3) uint8 at the output size
+    name: str
+    t_monotonic_s: float  # when the source delivered it
+    t_wall: str
+    capture_s: float
+    resize_s: float
+    original: bytes | None = None
+    original_suffix: str = ".jpg"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """Depth of one frame: depth_m, std_m (H, W) float32 metres (std None without MC-dropout)."""
+
+    frame: Frame
+    depth_m: np.ndarray
+    std_m: np.ndarray | None
+    infer_s: float
+
+
+InferFn = Callable[[np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]
+Sink = Callable[[Result, np.ndarray], None]  # (result, composite view RGB) -> None
+
+
+# ----------------------------------------------------------------------------------------------
+# Queues and statistics
+
+
+class StageQueue:
+    """A bounded FIFO between two stages: drop-oldest (``drop=True``) or blocking on put.
+
+    ``close()`` ends the stream: ``get`` returns None once the queue is closed and empty.
+    """
+
+    def __init__(self, maxsize: int, drop: bool) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = int(maxsize)
+        self.drop = bool(drop)
+        self.dropped = 0
+        self._items: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: Any, abort: threading.Event | None = None) -> Any | None:
+        """Append ``item``; returns the item dropped to make room (drop mode) or None."""
+        with self._cond:
+            victim = None
+            if self.drop:
+                if len(self._items) >= self.maxsize:
+                    victim = self._items.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self.maxsize:
+                    if abort is not None and abort.is_set():
+                        break
+                    self._cond.wait(0.1)
+            self._items.append(item)
+            self._cond.notify_all()
+            return victim
+
+    def get(self, timeout: float | None = None) -> Any | None:
+        """The oldest item; None when closed and empty (or after ``timeout`` s with nothing)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(0.1 if left is None else min(0.1, left))
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LiveStats:
+    """Thread-safe counters and recent per-stage latencies (seconds)."""
+
+    def __init__(self, window: int = 60) -> None:
+        self._lock = threading.Lock()
+        self.latency: dict[str, collections.deque[float]] = {s: collections.deque(maxlen=window) for s in STAGES}
+        self.totals: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.end_to_end: collections.deque[float] = collections.deque(maxlen=window)
+        self.output_times: collections.deque[float] = collections.deque(maxlen=window)
+        self.counts = {"captured": 0, "inferred": 0, "output": 0, "recorded": 0}
+        self.t_start = time.monotonic()
+        self.t_first_output: float | None = None
+        self.t_last_output: float | None = None
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.latency[stage].append(seconds)
+            self.totals[stage].append(seconds)
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+    def output_done(self, latency_s: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.counts["output"] += 1
+            self.end_to_end.append(latency_s)
+            self.output_times.append(now)
+            if self.t_first_output is None:
+                self.t_first_output = now
+            self.t_last_output = now
+
+    def fps(self) -> float:
+        """Output frames per second over the recent window."""
+        with self._lock:
+            t = list(self.output_times)
+        if len(t) < 2 or t[-1] <= t[0]:
+            return 0.0
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def medians_ms(self) -> dict[str, float | None]:
+        with self._lock:
+            out = {s: (statistics.median(v) * 1e3 if v else None) for s, v in self.latency.items()}
+            out["end_to_end"] = statistics.median(self.end_to_end) * 1e3 if self.end_to_end else None
+        return out
+
+
+@dataclass
+class LiveSummary:
+    """What a live run did (also written to live/live.yaml)."""
+
+    frames_captured: int
+    frames_inferred: int
+    frames_output: int
+    frames_recorded: int
+    dropped: int
+    wall_s: float
+    fps: float  # output frames / time between the first and the last output
+    median_ms: dict[str, float | None]
+    stopped_by: str
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames_captured": self.frames_captured, "frames_inferred": self.frames_inferred,
+                "frames_output": self.frames_output, "frames_recorded": self.frames_recorded,
+                "dropped": self.dropped, "wall_s": round(self.wall_s, 4), "fps": round(self.fps, 4),
+                "median_ms": {k: (None if v is None else round(v, 3)) for k, v in self.median_ms.items()},
+                "stopped_by": self.stopped_by, "error": self.error}
+
+
+# ----------------------------------------------------------------------------------------------
+# Image helpers
+
+
+def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-resample (H, W, 3) uint8 to ``size`` = (width, height); a different aspect ratio is
+    centre-cropped to the target's first (no distortion). Already at size: returned as is."""
+    import cv2
+
+    tw, th = int(size[0]), int(size[1])
+    h, w = rgb.shape[:2]
+    if (w, h) == (tw, th):
+        return rgb
+    target_aspect, aspect = tw / th, w / h
+    if abs(aspect / target_aspect - 1.0) > 0.01:
+        if aspect > target_aspect:
+            cw = int(round(h * target_aspect))
+            x0 = (w - cw) // 2
+            rgb = rgb[:, x0:x0 + cw]
+        else:
+            ch = int(round(w / target_aspect))
+            y0 = (h - ch) // 2
+            rgb = rgb[y0:y0 + ch]
+    interp = cv2.INTER_AREA if rgb.shape[1] >= tw else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(rgb, (tw, th), interpolation=interp))
+
+
+def colorize_fixed(values: np.ndarray, lo: float, hi: float, colormap: str = "viridis") -> np.ndarray:
+    """(H, W) values -> (H, W, 3) uint8 RGB with a FIXED range (no flicker between frames); OpenCV
+    colour maps (a lookup table: fast enough for every live frame). 0 / NaN -> black."""
+    import cv2
+
+    cmap = {"viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "turbo": cv2.COLORMAP_TURBO,
+            "inferno": cv2.COLORMAP_INFERNO}[colormap]
+    v = np.nan_to_num(np.asarray(values, np.float32), nan=0.0)
+    t = np.clip((v - lo) * (255.0 / max(hi - lo, 1e-9)), 0, 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(t, cmap)
+    bgr[v <= 0] = 0
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def compose_view(result: Result, depth_range_m: tuple[float, float], std_max_m: float) -> np.ndarray:
+    """input | depth | uncertainty side by side, (H, 2W or 3W, 3) uint8, with a caption."""
+    import cv2
+
+    lo, hi = depth_range_m
+    panels = [result.frame.rgb, colorize_fixed(result.depth_m, lo, hi, "viridis")]
+    if result.std_m is not None:
+        panels.append(colorize_fixed(result.std_m + 1e-9, 0.0, std_max_m, "magma"))
+    view = np.ascontiguousarray(np.concatenate(panels, axis=1))
+    h, w = result.depth_m.shape
+    centre = float(result.depth_m[h // 2, w // 2])
+    text = f"#{result.frame.index} {result.frame.name[:40]}  centre {centre:.2f} m  depth {lo:g}-{hi:g} m"
+    if result.std_m is not None:
+        text += f"  sigma 0-{std_max_m:g} m"
+    cv2.putText(view, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(view, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return view
+
+
+def encode_png(image: np.ndarray, fast: bool = True) -> bytes:
+    """PNG bytes of an RGB uint8 or grey uint16 image (compression level 1 when ``fast``)."""
+    import cv2
+
+    arr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1 if fast else 3])
+    if not ok:
+        raise RigError(f"cannot encode a PNG of shape {image.shape}")
+    return buf.tobytes()
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RigError(f"cannot encode a JPEG of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# Recording (the live/ sub-layout of a session)
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _append_line(path: Path, entry: dict[str, Any]) -> None:
+    """One JSON line in a single write + fsync (a torn last line is skipped by the readers)."""
+    data = (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of a journal (a torn last line is skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # torn last line (no newline yet)
+                continue
+            raise RigError(f"{path}: line {i + 1} is not valid JSON") from None
+    return out
+
+
+class LiveRecorder:
+    """Writes a live run into ``session_dir/live/`` (see the module docstring for the layout)."""
+
+    def __init__(self, session_dir: Path, run_info: dict[str, Any]) -> None:
+        import yaml
+
+        from rig.imageio import atomic_write_bytes
+
+        self.root = Path(session_dir) / LIVE_DIR
+        for sub in ("input", "depth", "view"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if (self.root / FRAMES_JOURNAL).exists():
+            raise RigError(f"{self.root}: already holds a live run; choose a new --save folder")
+        self.info = dict(run_info, started=_utc_now())
+        atomic_write_bytes(self.root / LIVE_META, yaml.safe_dump(self.info, sort_keys=False).encode())
+        (self.root / FRAMES_JOURNAL).touch()
+        (self.root / RESULTS_JOURNAL).touch()
+
+    def record_frame(self, frame: Frame) -> None:
+        from rig.imageio import atomic_write_bytes
+
+        stem = FRAME_NAME.format(frame.index)
+        rel = f"input/{stem}.png"
+        atomic_write_bytes(self.root / rel, encode_png(frame.rgb))
+        entry: dict[str, Any] = {"index": frame.index, "file": rel, "source": frame.name, "t_wall": frame.t_wall,
+                                 "t_monotonic_s": round(frame.t_monotonic_s, 6), "capture_s": round(frame.capture_s, 6),
+                                 "size_px": [int(frame.rgb.shape[1]), int(frame.rgb.shape[0])]}
+        if frame.original is not None:
+            orig = f"original/{stem}{frame.original_suffix}"
+            atomic_write_bytes(self.root / orig, frame.original)
+            entry["original"] = orig
+        if frame.meta:
+            entry["meta"] = frame.meta
+        _append_line(self.root / FRAMES_JOURNAL, entry)
+
+    def record_result(self, result: Result, view: np.ndarray, latency_s: float) -> None:
+        from rig.imageio import atomic_write_bytes, depth_m_to_mm_u16
+
+        stem = FRAME_NAME.format(result.frame.index)
+        entry: dict[str, Any] = {"index": result.frame.index, "depth": f"depth/{stem}.png",
+                                 "view": f"view/{stem}.jpg", "infer_s": round(result.infer_s, 6),
+                                 "latency_s": round(latency_s, 6),
+                                 "median_depth_m": round(float(np.median(result.depth_m)), 4)}
+        atomic_write_bytes(self.root / entry["depth"], encode_png(depth_m_to_mm_u16(result.depth_m)))
+        if result.std_m is not None:
+            (self.root / "std").mkdir(exist_ok=True)
+            entry["std"] = f"std/{stem}.png"
+            entry["mean_std_m"] = round(float(result.std_m.mean()), 5)
+            atomic_write_bytes(self.root / entry["std"], encode_png(depth_m_to_mm_u16(result.std_m)))
+        atomic_write_bytes(self.root / entry["view"], encode_jpeg(view, 90))
+        _append_line(self.root / RESULTS_JOURNAL, entry)
+
+    def finish(self, summary: LiveSummary) -> None:
+        import yaml
+
+        from rig.imageio import atomic_write_bytes
+
+        self.info["finished"] = _utc_now()
+        self.info["summary"] = summary.to_dict()
+        atomic_write_bytes(self.root / LIVE_META, yaml.safe_dump(self.info, sort_keys=False).encode())
+
+
+def read_live_frames(session_dir: Path) -> list[dict[str, Any]]:
+    """The captured frames of a recorded live run (entries of live/frames.jsonl, paths absolute)."""
+    root = Path(session_dir) / LIVE_DIR
+    if not (root / FRAMES_JOURNAL).is_file():
+        raise RigError(f"{session_dir}: no live run recorded here (no {LIVE_DIR}/{FRAMES_JOURNAL})")
+    out = []
+    for e in read_jsonl(root / FRAMES_JOURNAL):
+        e = dict(e)
+        e["path"] = root / e["file"]
+        out.append(e)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+class LiveLoop:
+    """Threaded capture -> infer -> output pipeline (see the module docstring).
+
+    source: iterator of RGB arrays or :class:`SourceFrame`. infer: rgb (H, W, 3) uint8 -> (depth_m,
+    std_m | None). size: (width, height) the frames are resized to. sinks: called by the output
+    stage with (result, composite view). recorder: saves every captured frame and every result.
+    """
+
+    def __init__(self, source: Iterable[Any], infer: InferFn, *, size: tuple[int, int] = (645, 432),
+                 sinks: Iterable[Sink] = (), recorder: LiveRecorder | None = None, queue_size: int = 2,
+                 drop: bool = True, max_frames: int | None = None,
+                 depth_range_m: tuple[float, float] = DEFAULT_DEPTH_RANGE_M, std_max_m: float = 0.5,
+                 record_queue: int = 64) -> None:
+        self.source = source
+        self.infer = infer
+        self.size = (int(size[0]), int(size[1]))
+        self.sinks = list(sinks)
+        self.recorder = recorder
+        self.drop = drop
+        self.max_frames = max_frames
+        self.depth_range_m = depth_range_m
+        self.std_max_m = std_max_m
+        self.q_in = StageQueue(queue_size, drop)
+        self.q_out = StageQueue(queue_size, drop)
+        self.q_rec = StageQueue(record_queue, False)
+        self.stats = LiveStats()
+        self.latest_view: tuple[int, np.ndarray] | None = None  # (index, RGB) for the display
+        self._view_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self.stopped_by = "end of source"
+        self._threads: list[threading.Thread] = []
+
+    # -- control ---------------------------------------------------------------------------------
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the capture stage to stop; the other stages drain and finish."""
+        if not self._stop.is_set():
+            self.stopped_by = reason
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self.stop(f"error: {exc}")
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _capture(self) -> None:
+        it: Iterator[Any] = iter(self.source)
+        index = 0
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and index >= self.max_frames:
+                    self.stop("max frames")
+                    break
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                t1 = time.perf_counter()
+                sf = item if isinstance(item, SourceFrame) else SourceFrame(rgb=np.asarray(item), name=f"frame {index}")
+                rgb = resize_to(sf.rgb, self.size)
+                t2 = time.perf_counter()
+                frame = Frame(index=index, rgb=rgb, name=sf.name, t_monotonic_s=time.monotonic(), t_wall=_utc_now(),
+                              capture_s=t1 - t0, resize_s=t2 - t1, original=sf.original,
+                              original_suffix=sf.original_suffix, meta=sf.meta)
+                self.stats.add("capture", t1 - t0)
+                self.stats.add("resize", t2 - t1)
+                self.stats.count("captured")
+                if self.recorder is not None:
+                    self.q_rec.put(frame, abort=self._stop)  # blocking: every captured frame is recorded
+                self.q_in.put(frame, abort=self._stop if not self.drop else None)
+                index += 1
+        except BaseException as e:  # noqa: BLE001 — reported by run()
+            self._fail(e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+            self.q_in.close()
+            self.q_rec.close()
+
+    def _infer(self) -> None:
+        try:
+            while True:
+                frame = self.q_in.get()
+                if frame is None:
+                    break
+                t0 = time.perf_counter()
+                depth, std = self.infer(frame.rgb)
+                dt = time.perf_counter() - t0
+                self.stats.add("infer", dt)
+                self.stats.count("inferred")
+                self.q_out.put(Result(frame=frame, depth_m=depth, std_m=std, infer_s=dt))
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+            self._drain(self.q_in)
+        finally:
+            self.q_out.close()
+
+    def _output(self) -> None:
+        try:
+            while True:
+                result = self.q_out.get()
+                if result is None:
+                    break
+                t0 = time.perf_counter()
+                view = compose_view(result, self.depth_range_m, self.std_max_m)
+                with self._view_lock:
+                    self.latest_view = (result.frame.index, view)
+                t1 = time.perf_counter()
+                self.stats.add("render", t1 - t0)
+                latency = time.monotonic() - result.frame.t_monotonic_s
+                if self.recorder is not None:
+                    self.recorder.record_result(result, view, latency)
+                for sink in self.sinks:
+                    sink(result, view)
+                self.stats.add("save", time.perf_counter() - t1)
+                self.stats.output_done(latency)
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+            self._drain(self.q_out)
+
+    def _record(self) -> None:
+        assert self.recorder is not None
+        try:
+            while True:
+                frame = self.q_rec.get()
+                if frame is None:
+                    break
+                t0 = time.perf_counter()
+                self.recorder.record_frame(frame)
+                self.stats.add("record", time.perf_counter() - t0)
+                self.stats.count("recorded")
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+            self._drain(self.q_rec)
+
+    @staticmethod
+    def _drain(q: StageQueue) -> None:
+        while q.get(timeout=0.0) is not None:
+            pass
+
+    # -- running ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        targets: list[tuple[str, Callable[[], None]]] = [("capture", self._capture), ("infer", self._infer),
+                                                         ("output", self._output)]
+        if self.recorder is not None:
+            targets.append(("record", self._record))
+        self._threads = [threading.Thread(target=fn, name=f"live-{name}", daemon=True) for name, fn in targets]
+        self.stats = LiveStats()
+        for t in self._threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float | None = None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    def get_view(self) -> tuple[int, np.ndarray] | None:
+        with self._view_lock:
+            return self.latest_view
+
+    def summary(self) -> LiveSummary:
+        s = self.stats
+        span = (s.t_last_output - s.t_first_output) if s.t_first_output is not None and s.t_last_output else 0.0
+        fps = (s.counts["output"] - 1) / span if span > 0 and s.counts["output"] > 1 else 0.0
+        err = None
+        if self._errors:
+            e = self._errors[0]
+            err = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return LiveSummary(frames_captured=s.counts["captured"], frames_inferred=s.counts["inferred"],
+                           frames_output=s.counts["output"], frames_recorded=s.counts["recorded"],
+                           dropped=self.q_in.dropped + self.q_out.dropped, wall_s=time.monotonic() - s.t_start,
+                           fps=fps, median_ms=s.medians_ms(), stopped_by=self.stopped_by, error=err)
+
+    def run(self, on_tick: Callable[["LiveLoop"], None] | None = None, tick_s: float = 0.03,
+            handle_sigint: bool = True) -> LiveSummary:
+        """Start the stages, call ``on_tick(self)`` every ``tick_s`` from this thread (display, panel)
+        until they all finish, then finish the recording. Re-raises the first stage error.
+
+        Ctrl-C (SIGINT, when called from the main thread) stops the capture; the queued frames are
+        still inferred and saved. A second Ctrl-C stops waiting (what is on disk stays valid).
+        """
+        import signal
+
+        old_handler = None
+        if handle_sigint and threading.current_thread() is threading.main_thread():
+            def on_sigint(signum: int, frame: Any) -> None:
+                if self.stopping and self.stopped_by.startswith("interrupted"):
+                    raise KeyboardInterrupt
+                self.stop("interrupted (Ctrl-C)")
+
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        forced = False
+        self.start()
+        try:
+            while self.alive():
+                if on_tick is not None:
+                    on_tick(self)
+                self.join(tick_s)
+        except KeyboardInterrupt:
+            forced = True
+            self.stop("interrupted (Ctrl-C)")
+            self.join(5.0)
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if on_tick is not None:
+            on_tick(self)
+        summary = self.summary()
+        if self.recorder is not None:
+            self.recorder.finish(summary)
+        if forced:
+            raise KeyboardInterrupt
+        if self._errors:
+            e = self._errors[0]
+            if isinstance(e, RigError):
+                raise e
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise RigError(f"live loop stopped: {type(e).__name__}: {msg}") from e
+        return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Panel
+
+
+def stats_table(loop: LiveLoop, title: str = "rig live") -> Any:
+    """A rich table: FPS, per-stage median latency, queue depths, dropped frames."""
+    from rich.table import Table
+
+    med = loop.stats.medians_ms()
+    c = loop.stats.counts
+    t = Table(title=title, show_header=True, expand=False)
+    t.add_column("FPS", justify="right")
+    for s in ("capture", "resize", "infer", "render", "save", "record"):
+        t.add_column(f"{s} ms", justify="right")
+    t.add_column("end-to-end ms", justify="right")
+    t.add_column("queues in/out/rec", justify="right")
+    t.add_column("frames cap/inf/out", justify="right")
+    t.add_column("dropped", justify="right")
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    t.add_row(f"{loop.stats.fps():.1f}", *(f(med[s]) for s in ("capture", "resize", "infer", "render", "save",
+                                                                   "record")),
+              f(med["end_to_end"]), f"{len(loop.q_in)}/{len(loop.q_out)}/{len(loop.q_rec)}",
+              f"{c['captured']}/{c['inferred']}/{c['output']}", str(loop.q_in.dropped + loop.q_out.dropped))
+    return t

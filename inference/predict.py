@@ -1,0 +1,171 @@
+"""Depth prediction for images: one deterministic pass or MC-dropout mean + uncertainty.
+
+``rig predict --model M --input FILE|DIR --out DIR [--mc-samples K] [--colorize]`` writes, per input
+image, ``<basename>.png`` (16-bit depth in millimetres), with ``--mc-samples K`` also
+``<basename>_std.png`` (16-bit MC-dropout standard deviation in millimetres), and with
+``--colorize`` colour versions ``<basename>_color.png`` / ``<basename>_std_color.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from rig.errors import RigError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class Prediction:
+    """depth_m: (H, W) float32 metres; std_m: (H, W) MC-dropout standard deviation or None."""
+
+    depth_m: np.ndarray
+    std_m: np.ndarray | None = None
+
+
+def to_tensor(rgb: np.ndarray, device: Any = "cpu"):  # -> torch.Tensor
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    import torch
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise RigError(f"expected an RGB image (H, W, 3), got shape {rgb.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+    return t.unsqueeze(0).to(device)
+
+
+def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 0,
+                  device: Any = "cpu") -> Prediction:
+    """Depth for one RGB uint8 image; ``mc_samples`` > 1 uses MC-dropout (mean, std)."""
+    import torch
+
+    from inference.mc_dropout import mc_predict
+
+    x = to_tensor(rgb, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if mc_samples and mc_samples > 1:
+                mean, var = mc_predict(model, x, samples=mc_samples, seed=seed)
+                return Prediction(mean[0, 0].cpu().numpy(), var[0, 0].clamp_min(0).sqrt().cpu().numpy())
+            return Prediction(model(x)[0, 0].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+
+
+def resize_for_model(rgb: np.ndarray, target_wh: tuple[int, int] | None) -> np.ndarray:
+    """Area-downsample an image to the model's training width when it is much larger (e.g. a full
+    3872x2592 DSLR frame for a model trained at 645x432), keeping the aspect ratio; blur scales with
+    the image, so a model must see the resolution it was trained at."""
+    import cv2
+
+    if target_wh is None:
+        return rgb
+    h, w = rgb.shape[:2]
+    tw = int(target_wh[0])
+    if w <= tw * 1.25:
+        return rgb
+    th = int(round(h * tw / w))
+    return cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
+
+
+def colorize(depth_m: np.ndarray, lo: float | None = None, hi: float | None = None,
+             cmap: str = "viridis") -> np.ndarray:
+    """(H, W) values -> (H, W, 3) uint8 RGB through a matplotlib colour map (0/NaN -> black)."""
+    import matplotlib
+
+    d = np.asarray(depth_m, dtype=np.float64)
+    ok = np.isfinite(d) & (d > 0)
+    if not ok.any():
+        return np.zeros((*d.shape, 3), np.uint8)
+    lo = float(np.percentile(d[ok], 1)) if lo is None else lo
+    hi = float(np.percentile(d[ok], 99)) if hi is None else hi
+    t = np.clip((d - lo) / max(hi - lo, 1e-9), 0, 1)
+    rgb = (matplotlib.colormaps[cmap](t)[..., :3] * 255).astype(np.uint8)
+    rgb[~ok] = 0
+    return rgb
+
+
+def list_inputs(path: Path) -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith("."))
+        if not files:
+            raise RigError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+        return files
+    raise RigError(f"{p}: no such file or folder")
+
+
+def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: bool) -> list[Path]:
+    from rig.imageio import write_depth_mm, write_image
+
+    out_dir = Path(out_dir)
+    written = [write_depth_mm(out_dir / f"{stem}.png", pred.depth_m)]
+    if pred.std_m is not None:
+        written.append(write_depth_mm(out_dir / f"{stem}_std.png", pred.std_m))
+    if colorize_out:
+        written.append(write_image(out_dir / f"{stem}_color.png", colorize(pred.depth_m)))
+        if pred.std_m is not None:
+            written.append(write_image(out_dir / f"{stem}_std_color.png",
+                                       colorize(pred.std_m + 1e-9, lo=0.0, cmap="magma")))
+    return written
+
+
+def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samples: int = 0,
+                  colorize_out: bool = False, seed: int = 0, device: str = "cpu",
+                  resize: str = "auto") -> list[dict[str, Any]]:
+    """Predict every input image into ``out_dir``; returns one record per image."""
+    from inference.model import load_model
+    from rig.imageio import read_rgb
+
+    loaded = load_model(model_ref, device=device)
+    target = loaded.meta.get("image_size_px") if resize == "auto" else None
+    records = []
+    for f in inputs:
+        rgb = resize_for_model(read_rgb(f), tuple(target) if target else None)
+        pred = predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed, device=device)
+        files = write_prediction(out_dir, f.stem, pred, colorize_out)
+        records.append({"input": str(f), "size_px": [rgb.shape[1], rgb.shape[0]],
+                        "outputs": [str(p) for p in files],
+                        "median_depth_m": float(np.median(pred.depth_m)),
+                        "mean_std_m": None if pred.std_m is None else float(pred.std_m.mean())})
+    return records
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.mc_samples < 0 or args.mc_samples == 1:
+        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    inputs = list_inputs(Path(args.input))
+    device = _device(args.device)
+    from rich.console import Console
+
+    console = Console()
+    records = predict_files(args.model, inputs, Path(args.out), mc_samples=args.mc_samples,
+                            colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize)
+    for r in records:
+        extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
+        console.print(f"{Path(r['input']).name}: median depth {r['median_depth_m']:.2f} m{extra} -> "
+                      f"{Path(r['outputs'][0]).name}")
+    console.print(f"wrote {len(records)} depth map(s) to {args.out}")
+    return 0
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RigError("--device cuda: no CUDA device available")
+    return name

@@ -1,0 +1,303 @@
+"""``rig register SESSION``: every completed capture → a registered frame in the DSLR frame.
+
+Per capture (``raw/<id>/`` → ``registered/<id>/``):
+
+1. geometry: DSLR intrinsics, depth-sensor intrinsics and depth → DSLR extrinsics from the
+   calibration file (``--calibration`` or the session config's ``calibration.geometry``, written by
+   ``rig calibrate geometry``), else from ``capture.yaml`` (nominal / simulated-rig values);
+2. both apertures resampled to the output size with INTER_AREA and undistorted identically
+   (:mod:`registration.resample`), the f/2.8 ↔ f/8 alignment checked (``--align``);
+3. the fused depth burst reprojected into the DSLR at the output size with a z-buffer
+   (:mod:`registration.reproject`), holes filled edge-aware from the all-in-focus image
+   (:mod:`registration.fill`), the mask telling measured / filled / unknown pixels apart;
+4. written to ``registered/.tmp-<id>/`` — defocused.png, all_in_focus.png, depth.png (16-bit mm),
+   valid.png, frame.yaml last — and renamed to ``registered/<id>/``: a folder with frame.yaml is
+   complete, so a re-run skips it (resumable) unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from rig import __version__
+from rig.config import RigConfig
+from rig.errors import RigError
+from rig.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
+from rig.records import (VALID_FILLED, VALID_MEASURED, Capture, Extrinsics, Intrinsics, RegisteredFrame)
+
+FRAME_FILES = {"defocused": "defocused.png", "all_in_focus": "all_in_focus.png", "depth": "depth.png",
+               "valid": "valid.png"}
+FRAME_META = "frame.yaml"
+FILL_METHODS = ("fast", "reference", "none")
+
+
+@dataclass(frozen=True)
+class RegisterOptions:
+    """How to register: output size (w, h), alignment mode/threshold, fill method, overrides."""
+
+    size: tuple[int, int]
+    align: str = "flag"
+    align_threshold_px: float = 0.5
+    fill: str = "fast"
+    force: bool = False
+    calibration: Path | None = None
+    grow_px: float = 0.05
+
+
+@dataclass(frozen=True)
+class Geometry:
+    dslr: Intrinsics  # at the calibration / nominal resolution (rescaled to the images as needed)
+    depth: Intrinsics
+    depth_to_dslr: Extrinsics
+    source: str
+
+
+@dataclass
+class FrameResult:
+    capture_id: str
+    status: str  # "registered" | "skipped" | "failed"
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def capture_geometry(capture: Capture, calibration: Path | None) -> Geometry:
+    """The geometry to register ``capture`` with: a calibration file when given, else capture.yaml's."""
+    if calibration is not None:
+        from registration.calibration import geometry_from_calibration, load_calibration
+
+        dslr, depth, extr = geometry_from_calibration(load_calibration(calibration))
+        if capture.depth is not None:
+            w, h = capture.depth.intrinsics.width, capture.depth.intrinsics.height
+            if (depth.width, depth.height) != (w, h):
+                depth = depth.scaled(w, h)
+        return Geometry(dslr=dslr, depth=depth, depth_to_dslr=extr, source=str(calibration))
+    missing = [name for name, v in (("dslr_intrinsics", capture.dslr_intrinsics), ("depth", capture.depth),
+                                    ("depth_to_dslr", capture.depth_to_dslr)) if v is None]
+    if missing:
+        raise RigError(f"capture {capture.capture_id}: capture.yaml has no {', '.join(missing)}; calibrate the rig "
+                       "(`rig calibrate geometry`) and pass --calibration or set calibration.geometry")
+    assert capture.dslr_intrinsics is not None and capture.depth is not None and capture.depth_to_dslr is not None
+    return Geometry(dslr=capture.dslr_intrinsics, depth=capture.depth.intrinsics,
+                    depth_to_dslr=capture.depth_to_dslr, source="capture.yaml")
+
+
+def _read_depth_raw(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.dtype != np.uint16 or img.ndim != 2:
+        raise RigError(f"{path}: missing or not a 16-bit depth PNG")
+    return img
+
+
+def register_capture(raw_dir: Path, capture: Capture, opts: RegisterOptions,
+                     calibration: Path | None = None) -> tuple[RegisteredFrame, dict[str, Any]]:
+    """Register one capture in memory; returns the frame and its frame.yaml metadata."""
+    from registration.fill import fill_depth
+    from registration.reproject import reproject_depth
+    from registration.resample import prepare_pair
+
+    t0 = time.perf_counter()
+    if capture.depth is None:
+        raise RigError(f"capture {capture.capture_id}: no depth burst (the rig had no depth sensor)")
+    geo = capture_geometry(capture, calibration)
+    defocused = read_rgb(raw_dir / capture.defocused.file)
+    aif = read_rgb(raw_dir / capture.all_in_focus.file)
+    pair = prepare_pair(defocused, aif, geo.dslr, opts.size, align=opts.align, threshold_px=opts.align_threshold_px)
+    depth_raw = _read_depth_raw(raw_dir / capture.depth.fused_file)  # files are always millimetres
+    if depth_raw.shape != (geo.depth.height, geo.depth.width):
+        raise RigError(f"{raw_dir / capture.depth.fused_file}: {depth_raw.shape[1]}x{depth_raw.shape[0]} does not "
+                       f"match the depth intrinsics {geo.depth.width}x{geo.depth.height}")
+    depth_m = reproject_depth(depth_raw, geo.depth, pair.intrinsics, geo.depth_to_dslr, depth_scale_m=0.001,
+                              grow_px=opts.grow_px)
+    filled_m, mask = fill_depth(pair.all_in_focus, depth_m, method=opts.fill)
+    n = float(mask.size)
+    meta: dict[str, Any] = {
+        "frame_id": capture.capture_id,
+        "capture_id": capture.capture_id,
+        "scene_id": capture.scene_id,
+        "focus_m": capture.focus_m,
+        "f_number": {"defocused": float(capture.defocused.f_number),
+                     "all_in_focus": float(capture.all_in_focus.f_number)},
+        "intrinsics": pair.intrinsics.to_dict(),
+        "pixel_convention": "OpenCV: pixel centres at integer coordinates",
+        "geometry_source": geo.source,
+        "alignment": pair.alignment_dict(),
+        "depth": {"units": "mm (16-bit PNG), 0 = unknown", "frame": "DSLR (all-in-focus shot)",
+                  "measured_fraction": round(float(np.count_nonzero(mask == VALID_MEASURED)) / n, 6),
+                  "filled_fraction": round(float(np.count_nonzero(mask == VALID_FILLED)) / n, 6),
+                  "unknown_fraction": round(float(np.count_nonzero(filled_m <= 0)) / n, 6),
+                  "fill": opts.fill},
+        "valid_codes": {"255": "measured", "128": "filled", "0": "unknown"},
+        "notes": list(pair.notes),
+        "software": f"deep-dfd-rig {__version__}",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    frame = RegisteredFrame(frame_id=capture.capture_id, defocused_rgb=pair.defocused, all_in_focus_rgb=pair.all_in_focus,
+                            depth_m=filled_m, valid=mask, intrinsics=pair.intrinsics)
+    return frame, meta
+
+
+def write_registered(out_dir: Path, frame: RegisteredFrame, meta: dict[str, Any]) -> Path:
+    """Write a frame into ``out_dir`` via a temporary sibling folder renamed into place.
+
+    An existing ``out_dir`` is replaced only after the new one is complete.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        write_image(tmp / FRAME_FILES["defocused"], frame.defocused_rgb)
+        write_image(tmp / FRAME_FILES["all_in_focus"], frame.all_in_focus_rgb)
+        write_depth_mm(tmp / FRAME_FILES["depth"], frame.depth_m)
+        write_image(tmp / FRAME_FILES["valid"], frame.valid.astype(np.uint8))
+        atomic_write_bytes(tmp / FRAME_META, yaml.safe_dump(meta, sort_keys=False).encode())
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".old-{out_dir.name}-{os.getpid()}"
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def is_registered(out_dir: Path) -> bool:
+    """A registered frame is complete when its folder holds frame.yaml (written last, then renamed)."""
+    return (Path(out_dir) / FRAME_META).is_file() and all((Path(out_dir) / f).is_file() for f in FRAME_FILES.values())
+
+
+def read_registered(out_dir: Path) -> tuple[RegisteredFrame, dict[str, Any]]:
+    """Read a registered frame folder back (RigError, one line, when incomplete)."""
+    import cv2
+
+    out_dir = Path(out_dir)
+    if not is_registered(out_dir):
+        raise RigError(f"{out_dir}: not a complete registered frame (missing {FRAME_META} or an image)")
+    meta = yaml.safe_load((out_dir / FRAME_META).read_text())
+    valid = cv2.imread(str(out_dir / FRAME_FILES["valid"]), cv2.IMREAD_UNCHANGED)
+    frame = RegisteredFrame(frame_id=str(meta.get("frame_id", out_dir.name)),
+                            defocused_rgb=read_rgb(out_dir / FRAME_FILES["defocused"]),
+                            all_in_focus_rgb=read_rgb(out_dir / FRAME_FILES["all_in_focus"]),
+                            depth_m=read_depth_m(out_dir / FRAME_FILES["depth"]), valid=valid,
+                            intrinsics=Intrinsics.from_dict(meta["intrinsics"]))
+    return frame, meta
+
+
+def open_session(path: Path | str):  # -> rig.session.Session
+    """Open a session folder; RigError (one line) when it is not one."""
+    from rig.session import Session
+
+    return Session.open(Path(path))
+
+
+def session_calibration(cfg: RigConfig, override: Path | None) -> Path | None:
+    """The geometry calibration file to use: --calibration, else the config's calibration.geometry."""
+    path = override if override is not None else cfg.calibration.geometry
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise RigError(f"{path}: geometry calibration file not found (calibration.geometry / --calibration)")
+    return path
+
+
+def register_session(session_path: Path | str, opts: RegisterOptions | None = None,
+                     on_frame: Callable[[FrameResult], None] | None = None,
+                     progress: bool = False, console: Any = None) -> list[FrameResult]:
+    """Register every completed capture of a session (skipping complete frames unless forced)."""
+    session = open_session(session_path)
+    cfg = session.config
+    if opts is None:
+        opts = RegisterOptions(size=tuple(cfg.output.size_px))  # type: ignore[arg-type]
+    captures = session.completed()
+    if not captures:
+        raise RigError(f"{session.path}: no completed captures to register (capture some with `rig capture`)")
+    calib = session_calibration(cfg, opts.calibration)
+    results: list[FrameResult] = []
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("[bold]register[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), transient=True, console=console)
+        bar.start()
+        task = bar.add_task("", total=len(captures))
+    try:
+        for cap in captures:
+            out_dir = session.registered_dir(cap.capture_id)
+            if bar is not None:
+                bar.update(task, description=cap.capture_id)
+            t0 = time.perf_counter()
+            if is_registered(out_dir) and not opts.force:
+                res = FrameResult(cap.capture_id, "skipped")
+            else:
+                try:
+                    frame, meta = register_capture(session.raw_dir(cap.capture_id), cap, opts, calib)
+                    meta["session"] = str(Path(session.path).resolve())
+                    write_registered(out_dir, frame, meta)
+                    res = FrameResult(cap.capture_id, "registered", meta=meta)
+                except RigError as e:
+                    res = FrameResult(cap.capture_id, "failed", error=str(e))
+            res.seconds = time.perf_counter() - t0
+            results.append(res)
+            if on_frame is not None:
+                on_frame(res)
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """`rig register SESSION [--align ...] [--fill ...] [--force] [--calibration FILE]`."""
+    from rich.console import Console
+
+    console = Console()
+    session = open_session(args.session)
+    size = tuple(session.config.output.size_px)
+    if args.align_threshold_px <= 0:
+        raise RigError("--align-threshold: must be > 0 px")
+    opts = RegisterOptions(size=size, align=args.align, align_threshold_px=args.align_threshold_px,  # type: ignore[arg-type]
+                           fill=args.fill, force=args.force,
+                           calibration=Path(args.calibration) if args.calibration else None)
+
+    def report(r: FrameResult) -> None:
+        if r.status == "failed":
+            console.print(f"[red]✗[/red] {r.capture_id}: {r.error}")
+        elif r.status == "registered":
+            al = r.meta.get("alignment", {})
+            flag = ""
+            if al.get("flagged"):
+                flag = (f"  [yellow]shift {al['dx_px']:+.2f},{al['dy_px']:+.2f} px"
+                        f"{' corrected' if al.get('corrected') else ' (flagged)'}[/yellow]")
+            dep = r.meta.get("depth", {})
+            console.print(f"[green]✓[/green] {r.capture_id}: measured {dep.get('measured_fraction', 0):.1%}, "
+                          f"filled {dep.get('filled_fraction', 0):.1%} ({r.seconds:.2f} s){flag}")
+
+    results = register_session(args.session, opts, on_frame=report, progress=not args.quiet, console=console)
+    done = sum(r.status == "registered" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    failed = [r for r in results if r.status == "failed"]
+    console.print(f"registered {done}, already done {skipped}, failed {len(failed)} → "
+                  f"{Path(args.session) / 'registered'}")
+    return 1 if failed else 0

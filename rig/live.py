@@ -1,0 +1,631 @@
+"""``rig live``: the wiring of the live loop — frame sources, the inference backend, display, viewer.
+
+Sources (``--source``):
+
+* ``dslr`` (default): the config's DSLR (:func:`acquisition.devices.open_dslr`) at the defocused
+  aperture (``dslr.f_number_defocused``), shutter and ISO of the config. A gphoto2 camera that offers
+  live view (``capture_preview``) is streamed from it — the preview is roughly the output size, but
+  in live view many bodies show the scene at the lens's working aperture only when exposure preview
+  is on, so check the blur matches the training data; ``--no-preview`` forces full captures (about
+  one frame a second over USB). A camera without live view (the D200; libgphoto2's virtual camera)
+  falls back to full captures. With the ``simulated`` preset this is the virtual DSLR.
+* ``simulated``: the simulated rig's DSLR (:mod:`acquisition.simulated`), moving to the next scene
+  every ``--scene-frames`` frames.
+* ``replay:SESSION``: a recorded session — a live run (live/frames.jsonl) or a capture session (the
+  defocused shot of every completed capture) — as fast as the loop takes it.
+* ``folder:DIR``: the images of a folder in name order (e.g. ../shared/data/dfd_outdoor/N2_8).
+
+Every frame is area-resized to the config's output size (645x432), inferred, shown (an OpenCV
+window with ``--show`` when a display exists), served (``--serve``) and recorded: the run is a
+session folder (``--save``; default out/live/<UTC time>) with the ``live/`` sub-layout of
+:mod:`inference.live`, which ``rig replay`` and ``--source replay:`` read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+from rig.errors import DeviceError, RigError
+
+if TYPE_CHECKING:
+    from rig.config import RigConfig
+    from rig.demo import DemoContext
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+ONNX_CACHE = Path(os.environ.get("RIG_ONNX_CACHE", Path.home() / ".cache" / "deep-dfd-rig" / "onnx"))
+DEFAULT_SCENE_FRAMES = 10
+CAPTURE_RETRIES = 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+
+
+def parse_source(spec: str) -> tuple[str, str | None]:
+    """'dslr' | 'simulated' | 'replay:SESSION' | 'folder:DIR' -> (kind, argument)."""
+    kind, sep, arg = spec.partition(":")
+    if kind in ("dslr", "simulated") and not sep:
+        return kind, None
+    if kind in ("replay", "folder") and sep and arg:
+        return kind, arg
+    raise RigError(f"--source {spec!r}: expected dslr, simulated, replay:SESSION or folder:DIR")
+
+
+def list_images(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RigError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    if not files:
+        raise RigError(f"{folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+    return files
+
+
+def folder_frames(folder: Path, loop: bool = False) -> Iterator[Any]:
+    """Every image of ``folder`` in name order (once, or forever with ``loop``)."""
+    from inference.live import SourceFrame
+    from rig.imageio import read_rgb
+
+    files = list_images(folder)
+    while True:
+        for f in files:
+            yield SourceFrame(rgb=read_rgb(f), name=f.name)
+        if not loop:
+            return
+
+
+def session_frame_files(path: Path) -> list[tuple[str, Path]]:
+    """(name, image file) of a recorded session: its live frames, else its completed captures'
+    defocused shots. ConfigError/RigError (one line) when it is not a readable session."""
+    from inference.live import LIVE_DIR, read_live_frames
+    from rig.session import Session
+
+    path = Path(path)
+    if (path / LIVE_DIR / "frames.jsonl").is_file():
+        return [(f"{path.name}#{e['index']}", Path(e["path"])) for e in read_live_frames(path)]
+    session = Session.open(path)
+    out = [(c.capture_id, session.raw_dir(c.capture_id) / c.defocused.file) for c in session.completed()]
+    if not out:
+        raise RigError(f"{path}: the session has no completed captures and no live run to replay")
+    return out
+
+
+def replay_frames(path: Path, loop: bool = False, speed: float = 0.0) -> Iterator[Any]:
+    """The frames of a recorded session (see :func:`session_frame_files`); ``speed`` > 0 paces a
+    live run at its recorded frame times divided by ``speed``."""
+    from inference.live import SourceFrame
+    from rig.imageio import read_rgb
+
+    items = session_frame_files(path)
+    times = _recorded_times(Path(path)) if speed > 0 else {}
+    while True:
+        t0 = time.monotonic()
+        first: float | None = None
+        for name, f in items:
+            t = times.get(name)
+            if t is not None:
+                first = t if first is None else first
+                wait = t0 + (t - first) / speed - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            yield SourceFrame(rgb=read_rgb(f), name=name)
+        if not loop:
+            return
+
+
+def _recorded_times(path: Path) -> dict[str, float]:
+    from inference.live import LIVE_DIR, read_live_frames
+
+    if (path / LIVE_DIR / "frames.jsonl").is_file():
+        return {f"{path.name}#{e['index']}": float(e["t_monotonic_s"]) for e in read_live_frames(path)}
+    from rig.session import Session
+
+    session = Session.open(path)
+    return {c.capture_id: float(c.t_monotonic_s) for c in session.completed() if c.t_monotonic_s}
+
+
+def _apply_dslr_settings(dslr: Any, cfg: "RigConfig") -> list[str]:
+    """Defocused aperture, shutter, ISO, capture target and format — those the camera offers."""
+    d = cfg.dslr
+    notes = []
+    offered = dslr.settings()
+    for name, setter, value in (("capturetarget", dslr.set_capture_target, d.capture_target),
+                                ("imageformat", dslr.set_image_format, "jpeg"),
+                                ("aperture", dslr.set_aperture, d.f_number_defocused),
+                                ("shutter", dslr.set_shutter, d.shutter_s),
+                                ("iso", dslr.set_iso, d.iso)):
+        if name in offered:
+            got = setter(value)
+            notes.append(f"{name}={got}")
+        else:
+            notes.append(f"{name}: not offered by {dslr.model}")
+    return notes
+
+
+def _preview_fn(dslr: Any) -> Callable[[], bytes] | None:
+    """A live-view grabber (JPEG bytes) when the camera offers one, else None.
+
+    Works on :class:`acquisition.gphoto2_driver.Gphoto2Dslr` through its camera handle
+    (``capture_preview``); the driver itself has no preview method yet.
+    """
+    preview = getattr(dslr, "capture_preview", None)
+    if callable(preview):
+        fn: Callable[[], Any] = preview
+    else:
+        cam_fn = getattr(dslr, "_cam", None)
+        if not callable(cam_fn):
+            return None
+        fn = lambda: cam_fn().capture_preview()  # noqa: E731
+
+    def grab() -> bytes:
+        out = fn()
+        if isinstance(out, (bytes, bytearray)):
+            return bytes(out)
+        if hasattr(out, "get_data_and_size"):
+            return bytes(memoryview(out.get_data_and_size()))
+        return Path(getattr(out, "path", out)).read_bytes()
+
+    try:
+        data = grab()
+    except Exception:  # noqa: BLE001 — "Unsupported operation" on bodies without live view
+        return None
+    return grab if data[:2] == b"\xff\xd8" else None
+
+
+def _decode_jpeg(data: bytes, what: str) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DeviceError(f"{what}: the camera sent an undecodable image ({len(data)} bytes)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def dslr_frames(dslr: Any, cfg: "RigConfig", *, preview: bool = True, scene_frames: int = 0,
+                notes: list[str] | None = None) -> Iterator[Any]:
+    """Frames from a Dslr: live view when offered (and ``preview``), else full captures.
+
+    Transient device errors are retried (up to CAPTURE_RETRIES with backoff); a simulated DSLR moves
+    to the next scene every ``scene_frames`` frames. The camera is closed when the iterator is.
+    """
+    from acquisition.protocols import TRANSIENT_ERRORS
+    from inference.live import SourceFrame
+
+    notes = notes if notes is not None else []
+    tmp = tempfile.TemporaryDirectory(prefix="rig-live-")
+    dslr.open()
+    try:
+        notes += _apply_dslr_settings(dslr, cfg)
+        grab = _preview_fn(dslr) if preview else None
+        notes.append("live view (capture_preview)" if grab else "full captures (no live view)")
+        rig = getattr(dslr, "rig", None)
+        i = 0
+        while True:
+            if rig is not None and scene_frames > 0 and i % scene_frames == 0:
+                rig.set_scene(i // scene_frames)
+            for attempt in range(CAPTURE_RETRIES + 1):
+                try:
+                    if grab is not None:
+                        data = grab()
+                        suffix = ".jpg"
+                    else:
+                        dest = Path(tmp.name) / f"shot{i % 2}.jpg"
+                        shot = dslr.capture(dest)
+                        data = Path(shot.path).read_bytes()
+                        suffix = Path(shot.path).suffix.lower() or ".jpg"
+                    rgb = _decode_jpeg(data, dslr.model)
+                    break
+                except TRANSIENT_ERRORS:
+                    if attempt == CAPTURE_RETRIES:
+                        raise
+                    time.sleep(0.2 * 2 ** attempt)
+            scene = f" scene {rig.scene_index}" if rig is not None else ""
+            name = f"{dslr.model}{scene} #{i}" + (" (preview)" if grab else "")
+            yield SourceFrame(rgb=rgb, name=name, original=data, original_suffix=suffix,
+                              meta={"preview": grab is not None})
+            i += 1
+    finally:
+        try:
+            dslr.close()
+        finally:
+            tmp.cleanup()
+
+
+def open_source(spec: str, cfg: "RigConfig", *, preview: bool = True, scene_frames: int = DEFAULT_SCENE_FRAMES,
+                loop: bool = False, speed: float = 0.0, notes: list[str] | None = None) -> Iterator[Any]:
+    """The frame iterator for ``--source``."""
+    kind, arg = parse_source(spec)
+    if kind == "folder":
+        list_images(Path(arg or ""))  # fail now, with one line, not inside the capture thread
+        return folder_frames(Path(arg or ""), loop=loop)
+    if kind == "replay":
+        session_frame_files(Path(arg or ""))
+        return replay_frames(Path(arg or ""), loop=loop, speed=speed)
+    if kind == "simulated":
+        from acquisition.simulated import SimulatedDslr
+
+        return dslr_frames(SimulatedDslr(cfg), cfg, preview=False, scene_frames=scene_frames, notes=notes)
+    from acquisition.devices import open_dslr
+
+    return dslr_frames(open_dslr(cfg), cfg, preview=preview, scene_frames=scene_frames, notes=notes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference backend
+
+
+@dataclass
+class Backend:
+    """The inference function of the live loop and what it runs."""
+
+    infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+    description: str
+    model: str
+    onnx: str | None = None
+    engine: Any = None
+
+
+def default_model() -> str:
+    """The first shipped model, else the untrained 'd3net-lite' architecture."""
+    from inference.model import shipped_models
+
+    shipped = shipped_models()
+    preferred = [m for m in shipped if "2.8" in m or "2_8" in m]
+    return (preferred or shipped or ["d3net-lite"])[0]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def onnx_for(model_ref: str, size: tuple[int, int], cache_dir: Path | None = None) -> Path:
+    """An exported ONNX depth graph (+ MC companions) for a torch model, cached in ``cache_dir``
+    (default $RIG_ONNX_CACHE or ~/.cache/deep-dfd-rig/onnx) by weights digest and input size."""
+    from inference.export import UNTRAINED_SEED, companion_paths, export_model, load_net
+    from inference.model import MODELS
+
+    w, h = size
+    if model_ref in MODELS and not Path(model_ref).exists():
+        net, meta, source = load_net(model_ref)
+        key = f"{model_ref}-untrained-seed{UNTRAINED_SEED}"
+    else:
+        from inference.model import resolve_model_path
+
+        p = resolve_model_path(model_ref)
+        key = f"{p.stem}-{_file_digest(p)}"
+        net = meta = source = None  # type: ignore[assignment]
+    out = Path(cache_dir or os.environ.get("RIG_ONNX_CACHE") or ONNX_CACHE) / f"{key}-{w}x{h}.onnx"
+    if not (out.is_file() and all(p.is_file() for p in companion_paths(out))):
+        if net is None:
+            net, meta, source = load_net(model_ref)
+        export_model(net, out, height=h, width=w, dynamic=False, source=source, model_meta=meta, check=False)
+    return out
+
+
+def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: int = 0,
+                  size: tuple[int, int] = (645, 432), threads: int = 0, providers: tuple[str, ...] | None = None,
+                  trt_cache: Path | None = None, seed: int = 0, spin: bool = False) -> Backend:
+    """The inference function: onnxruntime (an .onnx file, or a torch model exported and cached) or
+    torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None)."""
+    if mc_samples == 1 or mc_samples < 0:
+        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
+    ref = model_ref or default_model()
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+
+            backend = "onnx"
+        except ImportError:
+            backend = "torch"
+    if backend == "onnx":
+        from inference.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, DepthEngine, EngineConfig
+
+        path = Path(ref) if str(ref).endswith(".onnx") else onnx_for(ref, size)
+        cfg = EngineConfig(providers=tuple(providers or DEFAULT_PROVIDERS), threads=threads,
+                           trt_cache_dir=Path(trt_cache or DEFAULT_TRT_CACHE), spin=spin)
+        engine = DepthEngine(path, cfg, warm_size=size, mc=mc_samples >= 2)
+        if mc_samples >= 2:
+            def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                return engine.predict_mc(rgb, mc_samples)
+        else:
+            def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                return engine.predict(rgb), None
+        return Backend(infer=infer, description=engine.describe(), model=str(ref), onnx=str(path), engine=engine)
+    if backend != "torch":
+        raise RigError(f"--backend {backend!r}: choose auto, onnx or torch")
+    import torch
+
+    from inference.export import load_net
+    from inference.predict import predict_image
+
+    if str(ref).endswith(".onnx"):
+        raise RigError(f"{ref}: an ONNX file needs --backend onnx (or auto)")
+    if threads:
+        torch.set_num_threads(threads)
+    net, _, _ = load_net(ref)
+
+    def infer_torch(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        pred = predict_image(net, rgb, mc_samples=mc_samples, seed=seed)
+        return pred.depth_m, pred.std_m
+
+    return Backend(infer=infer_torch, description=f"torch eager ({torch.get_num_threads()} thread(s))", model=str(ref))
+
+
+# ----------------------------------------------------------------------------------------------
+# Display
+
+
+def display_available() -> tuple[bool, str]:
+    """(True, '') when an OpenCV window can be opened here, else (False, why)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY/WAYLAND_DISPLAY unset)"
+    try:
+        import cv2
+
+        info = cv2.getBuildInformation()
+    except Exception as e:  # noqa: BLE001
+        return False, f"OpenCV unavailable ({e})"
+    gui = [ln for ln in info.splitlines() if ln.strip().startswith("GUI")]
+    if gui and "NONE" in gui[0].upper():
+        return False, "this OpenCV build has no GUI (opencv-python-headless?)"
+    return True, ""
+
+
+class Display:
+    """The OpenCV window, driven from the main thread: shows the newest view, 'q'/Esc stops."""
+
+    WINDOW = "rig live"
+
+    def __init__(self) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        self.shown = -1
+        cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
+
+    def tick(self, loop: Any) -> None:
+        view = loop.get_view()
+        if view is not None and view[0] != self.shown:
+            self.shown = view[0]
+            self.cv2.imshow(self.WINDOW, self.cv2.cvtColor(view[1], self.cv2.COLOR_RGB2BGR))
+        key = self.cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            loop.stop("window closed ('q')")
+
+    def close(self) -> None:
+        try:
+            self.cv2.destroyWindow(self.WINDOW)
+            self.cv2.waitKey(1)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class LiveOptions:
+    source: str = "dslr"
+    model: str | None = None
+    backend: str = "auto"
+    mc_samples: int = 0
+    max_frames: int | None = None
+    save: Path | None = None
+    show: bool = False
+    serve: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+    threads: int = 0
+    providers: tuple[str, ...] | None = None
+    trt_cache: Path | None = None
+    preview: bool = True
+    scene_frames: int = DEFAULT_SCENE_FRAMES
+    loop_source: bool = False
+    queue_size: int = 2
+    depth_range_m: tuple[float, float] = (0.5, 10.0)
+    std_max_m: float = 0.5
+    panel: bool = True
+    drop: bool = True
+    speed: float = 0.0
+
+
+def default_save_dir() -> Path:
+    return Path("out") / "live" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build source, backend, recorder, sinks; run the loop; returns the summary (+ paths)."""
+    from inference.live import LiveLoop, LiveRecorder, stats_table
+    from rig.session import Session
+
+    size = tuple(int(v) for v in cfg.output.size_px)
+    if opts.max_frames is not None and opts.max_frames < 1:
+        raise RigError("--max-frames: must be >= 1")
+    lo, hi = opts.depth_range_m
+    if not 0 <= lo < hi:
+        raise RigError(f"--depth-range: expected 0 <= LO < HI, got {lo:g} {hi:g}")
+    notes: list[str] = []
+    source = open_source(opts.source, cfg, preview=opts.preview, scene_frames=opts.scene_frames,
+                         loop=opts.loop_source, speed=opts.speed, notes=notes)
+    backend = build_backend(opts.model, backend=opts.backend, mc_samples=opts.mc_samples, size=size,  # type: ignore[arg-type]
+                            threads=opts.threads, providers=opts.providers, trt_cache=opts.trt_cache)
+    save = Path(opts.save) if opts.save else default_save_dir()
+    session = Session.create(save, cfg)
+    info = {"source": opts.source, "model": backend.model, "onnx": backend.onnx, "engine": backend.description,
+            "size_px": list(size), "mc_samples": int(opts.mc_samples), "config": cfg.name,
+            "depth_range_m": [float(lo), float(hi)], "drop_policy": "drop-oldest" if opts.drop else "block"}
+    recorder = LiveRecorder(session.path, info)
+    sinks = []
+    server = None
+    if opts.serve:
+        from rig.serve import LiveServer
+
+        loop_ref: dict[str, Any] = {}
+
+        def stats() -> dict[str, Any]:
+            lp = loop_ref.get("loop")
+            return {} if lp is None else {"fps": lp.stats.fps(), **lp.stats.counts}
+
+        server = LiveServer(opts.host, opts.port, stats=stats, title=f"rig live — {cfg.name}").start()
+        sinks.append(lambda result, view: server.publish_rgb(view, result.frame.index))
+        print_fn(f"viewer: {server.url}" + ("  (token required; printed once)" if server.token else ""))
+    display = None
+    if opts.show:
+        ok, why = display_available()
+        if ok:
+            try:
+                display = Display()
+            except Exception as e:  # noqa: BLE001 — e.g. the display refuses the connection
+                print_fn(f"--show: cannot open a window ({str(e).splitlines()[0]}); running without one")
+        else:
+            print_fn(f"--show: {why}; running without a window")
+    loop = LiveLoop(source, backend.infer, size=size, sinks=sinks, recorder=recorder,  # type: ignore[arg-type]
+                    queue_size=opts.queue_size, drop=opts.drop, max_frames=opts.max_frames,
+                    depth_range_m=(float(lo), float(hi)), std_max_m=opts.std_max_m)
+    if server is not None:
+        loop_ref["loop"] = loop
+    print_fn(f"live: {opts.source} -> {backend.model} on {backend.description}"
+             + (f", MC-dropout {opts.mc_samples} samples" if opts.mc_samples else "")
+             + f"; recording to {session.path}  (Ctrl-C stops)")
+    panel = None
+    if opts.panel and sys.stdout.isatty():
+        from rich.live import Live
+
+        panel = Live(stats_table(loop), refresh_per_second=4, transient=False)
+        panel.start()
+    last_panel = [0.0]
+
+    def tick(lp: Any) -> None:
+        if display is not None:
+            display.tick(lp)
+        now = time.monotonic()
+        if panel is not None and now - last_panel[0] > 0.25:
+            last_panel[0] = now
+            panel.update(stats_table(lp, f"rig live — {opts.source}"))
+
+    try:
+        summary = loop.run(on_tick=tick, tick_s=0.03 if display is not None else 0.1)
+    finally:
+        if panel is not None:
+            panel.update(stats_table(loop, f"rig live — {opts.source}"))
+            panel.stop()
+        if display is not None:
+            display.close()
+        if server is not None:
+            server.stop()
+    for n in notes:
+        if n.startswith(("live view", "full captures")):
+            print_fn(f"source: {n}")
+    med = summary.median_ms
+    print_fn(f"{summary.frames_captured} frame(s) captured, {summary.frames_inferred} inferred, "
+             f"{summary.frames_output} saved, {summary.dropped} dropped; {summary.fps:.2f} FPS; median infer "
+             f"{(med.get('infer') or 0):.0f} ms, end-to-end {(med.get('end_to_end') or 0):.0f} ms; "
+             f"stopped by {summary.stopped_by}")
+    print_fn(f"session: {session.path} (replay: rig replay {session.path})")
+    out = summary.to_dict()
+    out.update({"session": str(session.path), "engine": backend.description, "model": backend.model})
+    return out
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from rig.config import load_rig_config
+
+    cfg = load_rig_config(args.config, overrides={"simulated.latency_scale": args.latency_scale}
+                          if args.latency_scale is not None else None)
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
+    opts = LiveOptions(source=args.source, model=args.model, backend=args.backend, mc_samples=args.mc_samples,
+                       max_frames=args.max_frames, save=Path(args.save) if args.save else None, show=args.show,
+                       serve=args.serve, host=args.host, port=args.port, threads=args.threads, providers=providers,
+                       trt_cache=Path(args.trt_cache) if args.trt_cache else None, preview=not args.no_preview,
+                       scene_frames=args.scene_frames, loop_source=args.loop, queue_size=args.queue,
+                       depth_range_m=tuple(args.depth_range), std_max_m=args.std_max, panel=not args.no_panel)
+    if args.serve is False and args.host != "127.0.0.1":
+        raise RigError("--host: only used with --serve")
+    run_live(cfg, opts)
+    return 0
+
+
+def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("live", help="live depth + uncertainty from the DSLR (or a simulated/recorded source)",
+                       description="Capture -> resize to the output size -> depth (+ MC-dropout uncertainty) -> "
+                       "shown, served and saved; the run is recorded as a session (replay it with rig replay). "
+                       "Ctrl-C stops cleanly.")
+    p.add_argument("--config", default="simulated", help="rig config file or preset (default simulated)")
+    p.add_argument("--source", default="dslr", help="dslr (the config's camera), simulated, replay:SESSION or "
+                   "folder:DIR (default dslr)")
+    p.add_argument("--model", help="ONNX file, model file, run folder, shipped name or architecture "
+                   "(default: the shipped model, else an untrained d3net-lite)")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
+    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples for uncertainty (0 = one pass)")
+    p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
+    p.add_argument("--save", help="session folder for this run (default out/live/<UTC time>)")
+    p.add_argument("--show", action="store_true", help="show an OpenCV window (when a display exists)")
+    p.add_argument("--serve", action="store_true", help="serve the live view to a browser (MJPEG)")
+    p.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1; any other needs the "
+                   "printed token)")
+    p.add_argument("--port", type=int, default=8765, help="viewer port (default 8765; 0 = any free port)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = library default)")
+    p.add_argument("--providers", help="onnxruntime providers in order, e.g. tensorrt,cuda,cpu (the default)")
+    p.add_argument("--trt-cache", help="TensorRT engine cache folder (default ~/.cache/deep-dfd-rig/tensorrt)")
+    p.add_argument("--no-preview", action="store_true", help="DSLR: full captures even when live view exists")
+    p.add_argument("--scene-frames", type=int, default=DEFAULT_SCENE_FRAMES,
+                   help="simulated source: frames per scene before moving to the next")
+    p.add_argument("--loop", action="store_true", help="folder/replay sources: start again at the end")
+    p.add_argument("--queue", type=int, default=2, help="frames held between stages (oldest dropped)")
+    p.add_argument("--depth-range", type=float, nargs=2, default=(0.5, 10.0), metavar=("LO", "HI"),
+                   help="colour scale of the depth view in m (default 0.5 10)")
+    p.add_argument("--std-max", type=float, default=0.5, help="top of the uncertainty colour scale in m")
+    p.add_argument("--latency-scale", type=float, help="simulated devices' latency factor (0 = instant)")
+    p.add_argument("--no-panel", action="store_true", help="no live statistics panel")
+    p.set_defaults(func=cmd_live)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# rig demo
+
+
+def demo_step(ctx: "DemoContext") -> list[str]:
+    """A few frames of the live loop on the simulated rig (shipped model, else untrained lite)."""
+    from inference.model import shipped_models
+    from rig.config import rig_config_from_dict
+
+    raw = dict(ctx.config.raw)
+    raw["simulated"] = dict(raw["simulated"], latency_scale=0.0)
+    cfg = rig_config_from_dict(raw, src="demo (simulated, no device latency)")
+    shipped = shipped_models()
+    model = default_model()
+    out = ctx.out_dir / "live"
+    if out.exists() and any(out.iterdir()):
+        import shutil
+
+        shutil.rmtree(out)
+    frames = 3 if ctx.quick else 6
+    opts = LiveOptions(source="simulated", model=model, mc_samples=0 if ctx.quick else 8, max_frames=frames,
+                       save=out, panel=False, drop=False, scene_frames=frames, threads=0)
+    lines: list[str] = []
+    summary = run_live(cfg, opts, print_fn=lambda s: None)
+    ctx.artifacts["live_session"] = out
+    lines.append(f"model: {model}" + ("" if shipped else " (no shipped model: untrained weights, depth is "
+                                                         "a constant guess)"))
+    lines.append(f"{summary['frames_output']} frame(s) through {summary['engine']}: {summary['fps']:.1f} FPS, "
+                 f"median inference {(summary['median_ms'].get('infer') or 0):.0f} ms")
+    lines.append(f"recorded live session: {out} (rig replay {out})")
+    return lines

@@ -1,0 +1,130 @@
+"""`rig predict` / `rig eval`: files, units, MC-dropout outputs, model resolution, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from inference import model as M
+from inference.data import write_synthetic_dataset
+from inference.predict import predict_image, resize_for_model
+from rig.errors import RigError
+from rig.imageio import write_image
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _rig(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rig.cli", *args], capture_output=True, text=True, timeout=180,
+                          cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture(scope="module")
+def lite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = M.build_model("d3net-lite", depth_scale_m=2.0)
+    with torch.no_grad():  # a non-trivial head so the depth varies over the image
+        model.head.conv.weight.normal_(0, 0.05)
+    return M.export_fp16(model.eval(), tmp_path_factory.mktemp("m") / "lite.pt",
+                         {"input": "N2_8", "image_size_px": [96, 64]})
+
+
+def test_predict_cli_writes_16bit_mm_and_uncertainty(tmp_path: Path, lite_file: Path) -> None:
+    rng = np.random.default_rng(0)
+    inp = tmp_path / "in"
+    for name in ("a", "b"):
+        write_image(inp / f"{name}.png", rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    r = _rig("predict", "--model", str(lite_file), "--input", str(inp), "--out", str(tmp_path / "out"),
+             "--mc-samples", "4", "--colorize", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(f"{n}{s}.png" for n in ("a", "b") for s in ("", "_std", "_color", "_std_color"))
+    depth = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED)
+    std = cv2.imread(str(tmp_path / "out" / "a_std.png"), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16 and depth.shape == (64, 96)
+    # the file holds the MC mean in millimetres
+    loaded = M.load_model(lite_file)
+    rgb = cv2.cvtColor(cv2.imread(str(inp / "a.png")), cv2.COLOR_BGR2RGB)
+    ref = predict_image(loaded.model, rgb, mc_samples=4, seed=0)
+    assert np.abs(depth.astype(np.float64) - ref.depth_m * 1000).max() <= 1.0
+    assert np.abs(std.astype(np.float64) - ref.std_m * 1000).max() <= 1.0
+    assert 1000 < np.median(depth) < 4000 and std.max() > 0
+    color = cv2.imread(str(tmp_path / "out" / "a_color.png"))
+    assert color.shape == (64, 96, 3) and color.std() > 0
+
+
+def test_model_names_resolve_in_models_dir(tmp_path: Path, lite_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(M, "MODELS_DIR", tmp_path)
+    (tmp_path / "dfd-n2.8.pt").write_bytes(lite_file.read_bytes())
+    assert M.resolve_model_path("dfd-n2.8") == tmp_path / "dfd-n2.8.pt"
+    assert M.shipped_models() == ["dfd-n2.8"]
+    assert M.load_model("dfd-n2.8").arch == "d3net-lite"
+    with pytest.raises(RigError, match=r"shipped: dfd-n2.8"):
+        M.resolve_model_path("dfd-n4")
+
+
+def test_shipped_models_load_when_present() -> None:
+    shipped = M.shipped_models()
+    if not shipped:
+        pytest.skip("no model shipped in models/")
+    for name in shipped:
+        loaded = M.load_model(name)
+        assert loaded.meta.get("input") in ("N2_8", "N8") and loaded.meta.get("image_size_px") == [645, 432]
+        with torch.inference_mode():
+            y = loaded.model(torch.rand(1, 3, 64, 96))
+        assert y.shape == (1, 1, 64, 96) and torch.isfinite(y).all()
+
+
+def _rig_inproc(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    from rig.cli import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    return rc, capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, lite_file: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "garbage.pt").write_bytes(b"\x00" * 64)
+    (tmp_path / "img").mkdir()
+    write_image(tmp_path / "img" / "x.png", np.zeros((32, 32, 3), np.uint8))
+    cases = [
+        ("predict", "--model", "no-such-model", "--input", str(tmp_path / "img"), "--out", str(tmp_path / "o")),
+        ("predict", "--model", str(tmp_path / "garbage.pt"), "--input", str(tmp_path / "img"), "--out", str(tmp_path / "o")),
+        ("predict", "--model", str(lite_file), "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o")),
+        ("predict", "--model", str(lite_file), "--input", str(tmp_path / "img"), "--out", str(tmp_path / "o"),
+         "--mc-samples", "1"),
+        ("eval", "--model", str(lite_file), "--data", str(tmp_path / "img")),
+    ]
+    for args in cases:
+        rc, err = _rig_inproc(capsys, *args)
+        assert rc == 2, (args, err)
+        assert err.count("\n") == 1 and err.startswith("rig: error: ") and "Traceback" not in err
+
+
+def test_eval_cli_json_and_val_split_errors(tmp_path: Path, lite_file: Path, capsys: pytest.CaptureFixture) -> None:
+    root = write_synthetic_dataset(tmp_path / "ds", n=3, size_hw=(48, 64), splits=("train", "test"))
+    rc, err = _rig_inproc(capsys, "eval", "--model", str(lite_file), "--data", str(root), "--split", "test",
+                          "--json", str(tmp_path / "m.json"), "--grid", "0", "--device", "cpu")
+    assert rc == 0, err
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert res["n_images"] == 3 and set(res["metrics"]) >= {"rel", "log10", "rms", "rmslog", "delta1"}
+    assert len(res["per_image"]) == 3 and res["bins"]["count_train"] is not None
+    # no val folder, no recorded val ids: a clear error
+    rc, err = _rig_inproc(capsys, "eval", "--model", str(lite_file), "--data", str(root), "--split", "val")
+    assert rc == 2 and "records no validation ids" in err
+
+
+def test_resize_for_model_downsamples_full_frames() -> None:
+    big = np.zeros((2592, 3872, 3), np.uint8)
+    assert resize_for_model(big, (645, 432)).shape == (432, 645, 3)
+    small = np.zeros((432, 645, 3), np.uint8)
+    assert resize_for_model(small, (645, 432)) is small
+    assert resize_for_model(big, None) is big
