@@ -15,9 +15,11 @@ repeat off). ``detect()`` lists devices without opening them.
 
 Known OpenNI2 2.2 behaviour handled here:
 * the Dummy driver (``uri='Dummy'``, libDummyDevice: 320x240 depth + RGB, a bouncing disc) does not
-  join its frame thread on stop: destroying a stream right after ``stop()`` is a use-after-free
-  (segfaults, even after a 100 ms grace period on a loaded machine). For that driver ``stop()``
-  closes the device before the streams, so OpenNI2 never frees the driver's stream objects;
+  join its frame thread on stop, and the thread sets its own running flag when first scheduled:
+  destroying a stream after ``stop()`` is a use-after-free (segfaults, even after a 100 ms grace
+  period on a loaded machine), and a stop() before the thread ran leaves it running for ever. For
+  that driver ``start()`` waits for the first frame, and ``stop()`` closes the device first and
+  keeps the stopped stream handles until OpenNI2 shuts down (a small, bounded leak per start);
 * the .oni player drops every frame of a stream recorded without a cropping property
   (PlayerStream::OnNewDataCallback returns when ONI_STREAM_PROPERTY_CROPPING is missing); streams of
   drivers without cropping support (the Dummy device) record fine but play back no frames.
@@ -51,6 +53,7 @@ RECORDER_START_S = 0.05  # frames arriving before the recorder thread handled 's
 
 _LOCK = threading.Lock()
 _LIVE: "weakref.WeakSet[OpenNISensor]" = weakref.WeakSet()
+_PARKED: list[Any] = []  # stopped streams of drivers that do not join their threads (see stop())
 _atexit_registered = False
 
 
@@ -102,8 +105,9 @@ def require_openni2_library(search_dirs: list[Path] | None = None) -> Path:
 
 
 def drivers_dir(lib: Path) -> Path:
-    """The driver folder OpenNI2 uses for a library (its default repository ``OpenNI2/Drivers``)."""
-    return Path(lib).resolve().parent / "OpenNI2" / "Drivers"
+    """The driver folder OpenNI2 uses for the library file ``lib`` (default repository ``OpenNI2/Drivers``
+    next to it; the library is loaded from its own folder, so no symlink elsewhere is involved)."""
+    return Path(lib).parent / "OpenNI2" / "Drivers"
 
 
 def _stop_all_at_exit() -> None:
@@ -112,6 +116,8 @@ def _stop_all_at_exit() -> None:
             sensor.stop()
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
+    if _PARKED:
+        time.sleep(STOP_GRACE_S)
 
 
 def load_openni2(search_dirs: list[Path] | None = None) -> Any:
@@ -120,7 +126,6 @@ def load_openni2(search_dirs: list[Path] | None = None) -> Any:
     try:
         from openni import _openni2 as c_api
         from openni import openni2
-        from openni.utils import OpenNIError
     except ImportError as exc:
         raise DeviceError(f"openni Python package not available ({exc}): pip install openni") from None
     with _LOCK:
@@ -132,7 +137,7 @@ def load_openni2(search_dirs: list[Path] | None = None) -> Any:
         if openni2.is_initialized():
             return openni2
         if not openni2.loaded_dll_directory:
-            lib = require_openni2_library(search_dirs)
+            lib = require_openni2_library(search_dirs).resolve()  # drivers are found next to the real file
             try:
                 c_api.load_dll(str(lib))
             except OSError as exc:
@@ -141,7 +146,7 @@ def load_openni2(search_dirs: list[Path] | None = None) -> Any:
             openni2.loaded_dll_directory = str(lib.parent)  # initialize() then only calls oniInitialize
         try:
             openni2.initialize()
-        except (OpenNIError, Exception) as exc:  # noqa: BLE001 - any failure is one line for the user
+        except Exception as exc:  # noqa: BLE001 - OpenNIError or a ctypes failure: one line for the user
             raise DeviceError(f"OpenNI2 initialisation failed: {_one_line(exc)}") from None
         return openni2
 
@@ -175,9 +180,9 @@ def detect(search_dirs: list[Path] | None = None) -> tuple[list[str], str]:
         return [], str(exc)
     if infos:
         return [_describe(i) for i in infos], ""
-    lib = Path(openni2.loaded_dll_directory or "")
-    drivers = sorted(p.name.split(".")[0].removeprefix("lib") for p in drivers_dir(lib / "x").glob("lib*.so*"))
-    return [], (f"no OpenNI2 device found (drivers: {', '.join(drivers) or 'none'} in {drivers_dir(lib / 'x')}): "
+    folder = drivers_dir(Path(openni2.loaded_dll_directory or ".") / LIB_NAMES[0])
+    drivers = sorted(p.name.split(".")[0].removeprefix("lib") for p in folder.glob("lib*.so*"))
+    return [], (f"no OpenNI2 device found (drivers: {', '.join(drivers) or 'none'} in {folder}): "
                 "plug the sensor in and check its udev rules (installed by libopenni2-0)")
 
 
@@ -262,6 +267,10 @@ class OpenNISensor:
             self._depth.start()
             if self._ir is not None:
                 self._ir.start()
+            if self.uri in UNJOINED_THREAD_URIS:
+                # its thread sets its own 'running' flag when first scheduled: a stop() before that
+                # would leave it running forever, so wait until it has produced a frame
+                openni2.wait_for_any_stream([self._depth], max(self.timeout_s, 1.0))
         except OpenNIError as exc:
             self.stop()
             raise DeviceError(f"OpenNI2 {self.model}: {_one_line(exc)}") from None
@@ -281,13 +290,16 @@ class OpenNISensor:
             self._safe(s.stop)
         if self._recorder is not None:
             self._safe(self._recorder.close)
-        if self.uri in UNJOINED_THREAD_URIS and self._device is not None:
-            # Close the device first: OpenNI2 then never deletes the driver's stream objects (they
-            # leak, a few hundred bytes), so their unjoined threads exit on valid memory however late
-            # they are scheduled. A grace period alone is not enough on a loaded machine.
-            self._safe(self._device.close)
-        elif streams:
+        if streams:
             time.sleep(STOP_GRACE_S)
+        if self.uri in UNJOINED_THREAD_URIS:
+            # The driver's frame threads are never joined: close the device first (OpenNI2 then never
+            # frees the driver's stream objects) and park the stream handles until OpenNI2 shuts
+            # down, so a late thread finds valid memory however long the machine takes to run it.
+            if self._device is not None:
+                self._safe(self._device.close)
+            _PARKED.extend(streams)
+            streams = []
         for s in streams:
             self._safe(s.close)
         if self._device is not None:

@@ -85,13 +85,15 @@ def intrinsics_from_rs(intr: Any, max_fit_error_px: float = 0.05) -> Intrinsics:
     Any other model (modified/inverse Brown-Conrady, fisheye) is converted by fitting OpenCV's model
     to librealsense's own projection (``rs2_project_point_to_pixel``, the one ``rs.align`` uses) on a
     grid covering the image; a model OpenCV cannot express within ``max_fit_error_px`` raises
-    DeviceError. All-zero coefficients mean no distortion, whatever the model.
+    DeviceError. All-zero Brown-Conrady coefficients (any variant) mean no distortion.
     """
     rs = _rs()
     base = dict(width=int(intr.width), height=int(intr.height), fx=float(intr.fx), fy=float(intr.fy),
                 cx=float(intr.ppx), cy=float(intr.ppy))
     coeffs = [float(c) for c in intr.coeffs]
-    if intr.model == rs.distortion.none or not any(coeffs):
+    brown_family = (rs.distortion.brown_conrady, rs.distortion.modified_brown_conrady,
+                    rs.distortion.inverse_brown_conrady)
+    if intr.model == rs.distortion.none or (intr.model in brown_family and not any(coeffs)):
         return Intrinsics(**base)
     if intr.model == rs.distortion.brown_conrady:
         return Intrinsics(**base, dist=tuple(coeffs[:5]))
@@ -104,9 +106,9 @@ def intrinsics_from_rs(intr: Any, max_fit_error_px: float = 0.05) -> Intrinsics:
     dist = _fit_opencv_dist(xu, yu, xd, yd)
     fx_, fy_ = _opencv_distort(xu, yu, dist)
     err_px = float(np.max(np.hypot((fx_ - xd) * intr.fx, (fy_ - yd) * intr.fy)))
-    if err_px > max_fit_error_px:
+    if not err_px <= max_fit_error_px:  # also catches NaN (a degenerate model)
         raise DeviceError(f"RealSense distortion model {intr.model} cannot be expressed with OpenCV's 5 "
-                          f"coefficients (fit error {err_px:.2f} px)")
+                          f"coefficients (fit error {err_px:.2f} px); calibrate the stream with OpenCV instead")
     return Intrinsics(**base, dist=tuple(float(c) for c in dist))
 
 
@@ -252,11 +254,11 @@ class RealSenseSensor:
         self._queue = queue.Queue(maxsize=self.queue_frames * (1 if self.playback_path else n_streams))
         self._pending = {k: collections.deque(maxlen=self.queue_frames) for k in _STREAMS}
         self.last_frame = {}
-        if self.playback_path is not None:
-            self._open_playback(rs)
-        else:
-            self._open_live(rs)
         try:
+            if self.playback_path is not None:
+                self._open_playback(rs)
+            else:
+                self._open_live(rs)
             by_sensor = self._select_profiles(rs)
             self._depth_scale_m = self._find_depth_scale(rs)
             for sensor, profiles in by_sensor:
@@ -273,23 +275,25 @@ class RealSenseSensor:
                                                  name="realsense-playback-resume", daemon=True)
                 self._resumer.start()
         except RuntimeError as exc:
-            self._release()
+            self._shutdown()
             raise DeviceError(f"RealSense {self.model}: cannot start streaming: {_one_line(exc)}") from None
         except DeviceError:
-            self._release()
+            self._shutdown()
             raise
         self._started = True
 
     def stop(self) -> None:
         """Stop streaming; a recording is finalised (its file closed) before this returns."""
-        if not self._started and self._device is None:
-            return
+        if self._started or self._device is not None:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         self._closing.set()  # frame callbacks stop waiting for the reader
         for sensor in self._sensors:
             try:
                 sensor.stop()
             except RuntimeError:
-                pass
+                pass  # never started
         if self._resumer is not None:
             self._resumer.join(timeout=15.0)
             self._resumer = None
@@ -348,8 +352,9 @@ class RealSenseSensor:
                            and d.get_info(rs.camera_info.serial_number) == self.serial]
             if not devices:
                 found, reason = detect(self._ctx)
-                what = f"with serial {self.serial}" if self.serial else "at all"
-                raise DeviceError(f"no RealSense device {what}: " + (reason or "found " + ", ".join(found)))
+                if self.serial is not None and found:
+                    raise DeviceError(f"no RealSense device with serial {self.serial}; found {', '.join(found)}")
+                raise DeviceError(reason or "no RealSense device found")
             dev = devices[0]
         self.model, self.serial = _name_serial(dev)
         self._device = dev
@@ -439,6 +444,7 @@ class RealSenseSensor:
         return self._playback.current_status() == _rs().playback_status.stopped
 
     def _next(self, name: str) -> _Frame:
+        """The next frame of stream ``name``; frames of other streams met on the way are kept."""
         if not self._started:
             raise DeviceError("RealSense sensor not started: call start() first")
         if not self.want[name]:
@@ -448,25 +454,28 @@ class RealSenseSensor:
             return pending.popleft()
         deadline = time.monotonic() + self.timeout_s
         while True:
-            try:
-                item = self._queue.get(timeout=0.02)
-            except queue.Empty:
-                if self._callback_error:
-                    raise DeviceError(f"RealSense {self.model}: frame callback failed: {self._callback_error}")
-                if self._finished():
-                    try:
-                        item = self._queue.get(timeout=0.05)
-                    except queue.Empty:
-                        raise DeviceError(f"{self.playback_path}: end of recording (no more {name} frames)") from None
-                elif time.monotonic() > deadline:
-                    if self._device is not None and not self._device.is_connected():
-                        raise DeviceDisconnected(f"RealSense {self.model} disconnected") from None
-                    raise DeviceTimeout(f"RealSense {self.model}: no {name} frame within {self.timeout_s:g} s") from None
-                else:
-                    continue
+            item = self._get_queued(name, deadline)
             if item.stream == name:
                 return item
             self._pending[item.stream].append(item)
+
+    def _get_queued(self, name: str, deadline: float) -> _Frame:
+        while True:
+            try:
+                return self._queue.get(timeout=0.02)
+            except queue.Empty:
+                pass
+            if self._callback_error:
+                raise DeviceError(f"RealSense {self.model}: frame callback failed: {self._callback_error}")
+            if self._finished():  # the file is read; whatever the callbacks queued is already there
+                try:
+                    return self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    raise DeviceError(f"{self.playback_path}: end of recording (no more {name} frames)") from None
+            if time.monotonic() > deadline:
+                if self._device is not None and not self._device.is_connected():
+                    raise DeviceDisconnected(f"RealSense {self.model} disconnected")
+                raise DeviceTimeout(f"RealSense {self.model}: no {name} frame within {self.timeout_s:g} s")
 
     def _read(self, name: str) -> np.ndarray:
         item = self._next(name)

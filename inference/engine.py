@@ -15,6 +15,8 @@
 * Warm-up runs at the working size when the engine is made (TensorRT builds its engine there).
 * MC-dropout (paper 1 §3.4) as in training: the trunk runs once, the decoder runs the K dropout
   samples batched, in chunks whose moments are merged (Chan et al.) — depth = mean, uncertainty = std.
+  On the CPU provider the chunks run on parallel single-threaded decoder sessions (one per core, each
+  with its own dropout seeds, chunks assigned round-robin and merged in order: deterministic).
 
 Only onnxruntime and NumPy are needed at run time (no torch).
 """
@@ -52,6 +54,8 @@ class EngineConfig:
     fp16: None = on where the provider supports it (TensorRT, CUDA), False = fp32, True = fp16 when
     possible. spin: let idle worker threads spin (lower latency; off for the live loop, whose other
     stages need the cores). mc_chunk: dropout samples per decoder batch (0 = from a memory budget).
+    mc_workers: parallel single-threaded decoder sessions on the CPU provider (0 = ``threads``, else
+    every core): the decoder's many small element-wise ops use cores better side by side than split.
     """
 
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
@@ -61,6 +65,7 @@ class EngineConfig:
     warmup: int = 2
     spin: bool = True
     mc_chunk: int = 0
+    mc_workers: int = 0
     device_id: int = 0
 
 
@@ -103,10 +108,10 @@ def _ort() -> Any:
     return ort
 
 
-def _session_options(cfg: EngineConfig) -> Any:
+def _session_options(cfg: EngineConfig, threads: int | None = None) -> Any:
     ort = _ort()
     so = ort.SessionOptions()
-    so.intra_op_num_threads = max(0, int(cfg.threads))
+    so.intra_op_num_threads = max(0, int(cfg.threads if threads is None else threads))
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -137,14 +142,20 @@ def _to_fp16(model_bytes: bytes) -> bytes:
     return m.SerializeToString()
 
 
-def make_session(path: Path, cfg: EngineConfig) -> tuple[Any, str, bool]:
-    """(session, provider used, fp16 on) for one graph file."""
+def make_session(path: Path, cfg: EngineConfig, threads: int | None = None,
+                 seed_offset: int = 0) -> tuple[Any, str, bool]:
+    """(session, provider used, fp16 on) for one graph file; ``threads`` overrides cfg.threads,
+    ``seed_offset`` shifts the seeds of the graph's dropout generators (parallel decoder workers)."""
     ort = _ort()
     providers = resolve_providers(cfg.providers, ort.get_available_providers())
     first = providers[0]
     gpu = first in (PROVIDER_NAMES["tensorrt"], PROVIDER_NAMES["cuda"])
     fp16 = gpu if cfg.fp16 is None else bool(cfg.fp16) and gpu
     data = Path(path).read_bytes()
+    if seed_offset:
+        from inference.export import reseed_dropout
+
+        data = reseed_dropout(data, seed_offset)
     file_fp16 = _is_fp16_graph(data)
     if first == PROVIDER_NAMES["cuda"] and fp16 and not file_fp16:
         data = _to_fp16(data)
@@ -153,7 +164,7 @@ def make_session(path: Path, cfg: EngineConfig) -> tuple[Any, str, bool]:
         Path(cfg.trt_cache_dir).mkdir(parents=True, exist_ok=True)
     opts = [provider_options(p, cfg, fp16) for p in providers]
     try:
-        sess = ort.InferenceSession(data, _session_options(cfg), providers=providers, provider_options=opts)
+        sess = ort.InferenceSession(data, _session_options(cfg, threads), providers=providers, provider_options=opts)
     except Exception as e:  # noqa: BLE001 — onnxruntime raises its own exception types
         raise RigError(f"{path}: onnxruntime cannot load it ({str(e).strip().splitlines()[0][:160]})") from None
     used = sess.get_providers()[0]
@@ -203,14 +214,31 @@ def default_mc_chunk(arch: str, height: int, width: int, samples: int) -> int:
     return max(1, min(samples, MC_MEMORY_BUDGET_BYTES // max(per_sample, 1)))
 
 
+def _run_decoder(decoder: Any, names: list[str], feats: list[Any], k: int, h: int, w: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of ``k`` dropout samples: (mean, m2) (h, w) float64."""
+    ort = _ort()
+    db = decoder.io_binding()
+    for n, v in zip(names, feats):
+        db.bind_ortvalue_input(n, v)
+    db.bind_ortvalue_input("samples", ort.OrtValue.ortvalue_from_numpy(np.zeros(k, np.float32)))
+    for o in decoder.get_outputs():
+        db.bind_output(o.name, "cpu")  # small: (1, 1, Hp, Wp) twice
+    decoder.run_with_iobinding(db)
+    c_mean, c_m2 = (v.numpy()[0, 0, :h, :w].astype(np.float64) for v in db.get_outputs())
+    return c_mean, c_m2
+
+
 def mc_from_sessions(trunk: Any, decoder: Any, x: np.ndarray, samples: int, chunk: int = 0,
-                     device: str = "cpu", device_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     device: str = "cpu", device_id: int = 0, executor: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """MC-dropout mean and std (H, W) float32 of ``x`` (1, 3, H, W) through trunk + decoder sessions.
 
     The trunk runs once; its outputs stay on ``device`` and are bound into the decoder, which runs
-    the samples in chunks of at most ``chunk`` (0 = all at once); chunk moments are merged in float64.
+    the samples in chunks of at most ``chunk`` (0 = all at once). ``decoder`` may be a list of
+    sessions (parallel workers with differently seeded dropout generators, run on ``executor``):
+    chunk j goes to worker j mod W, each worker runs its chunks in order, and the chunk moments are
+    merged in chunk order (float64) — so the result does not depend on thread timing.
     """
-    ort = _ort()
     h, w = int(x.shape[-2]), int(x.shape[-1])
     tb = trunk.io_binding()
     tb.bind_cpu_input(trunk.get_inputs()[0].name, x)
@@ -219,21 +247,22 @@ def mc_from_sessions(trunk: Any, decoder: Any, x: np.ndarray, samples: int, chun
         tb.bind_output(n, device, device_id)
     trunk.run_with_iobinding(tb)
     feats = tb.get_outputs()
-    n_tot, mean, m2 = 0, None, None
-    for k in chunk_sizes(samples, chunk or samples):
-        db = decoder.io_binding()
-        for n, v in zip(names, feats):
-            db.bind_ortvalue_input(n, v)
-        db.bind_ortvalue_input("samples", ort.OrtValue.ortvalue_from_numpy(np.zeros(k, np.float32)))
-        for o in decoder.get_outputs():
-            db.bind_output(o.name, "cpu")  # small: (1, 1, Hp, Wp) twice
-        decoder.run_with_iobinding(db)
-        c_mean, c_m2 = (v.numpy()[0, 0, :h, :w].astype(np.float64) for v in db.get_outputs())
-        if mean is None:
-            n_tot, mean, m2 = k, c_mean, c_m2
-        else:
-            n_tot, mean, m2 = merge_moments(n_tot, mean, m2, k, c_mean, c_m2)
-    assert mean is not None and m2 is not None
+    decoders = list(decoder) if isinstance(decoder, (list, tuple)) else [decoder]
+    sizes = chunk_sizes(samples, chunk or samples)
+    if len(decoders) == 1 or executor is None:
+        parts = [_run_decoder(decoders[0], names, feats, k, h, w) for k in sizes]
+    else:
+        def worker(wi: int) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+            return [(j, _run_decoder(decoders[wi], names, feats, sizes[j], h, w))
+                    for j in range(wi, len(sizes), len(decoders))]
+
+        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for fut in [executor.submit(worker, wi) for wi in range(min(len(decoders), len(sizes)))]:
+            done.update(fut.result())
+        parts = [done[j] for j in range(len(sizes))]
+    n_tot, mean, m2 = sizes[0], parts[0][0], parts[0][1]
+    for k, (c_mean, c_m2) in zip(sizes[1:], parts[1:]):
+        n_tot, mean, m2 = merge_moments(n_tot, mean, m2, k, c_mean, c_m2)
     std = np.sqrt(np.maximum(m2 / n_tot, 0.0))
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -283,6 +312,8 @@ class DepthEngine:
         self.fixed_size = (int(dims[3]), int(dims[2])) if all(isinstance(d, int) for d in dims[2:]) else None
         self.device = _device_of(self.provider)
         self.trunk = self.decoder = None
+        self.decoders: list[Any] = []
+        self._executor = None
         if mc:
             trunk_path, decoder_path = companion_paths(self.path)
             for p in (trunk_path, decoder_path):
@@ -290,7 +321,16 @@ class DepthEngine:
                     raise RigError(f"{p}: missing — MC-dropout needs the trunk and decoder graphs written by "
                                    "`rig export` (re-export without --no-mc)")
             self.trunk, _, _ = make_session(trunk_path, self.config)
-            self.decoder, _, _ = make_session(decoder_path, self.config)
+            workers = self.mc_workers()
+            if workers > 1:  # CPU: one single-threaded decoder per core, each with its own dropout seeds
+                from concurrent.futures import ThreadPoolExecutor
+
+                self.decoders = [make_session(decoder_path, self.config, threads=1, seed_offset=1000 * i)[0]
+                                 for i in range(workers)]
+                self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mc-decoder")
+            else:
+                self.decoders = [make_session(decoder_path, self.config)[0]]
+            self.decoder = self.decoders[0]
         self._bindings: dict[tuple[int, ...], tuple[Any, Any, np.ndarray | None]] = {}
         size = warm_size or self.fixed_size or (645, 432)
         t0 = time.perf_counter()
@@ -337,8 +377,21 @@ class DepthEngine:
         return b.copy_outputs_to_cpu()[0][0, 0]
 
     # -- MC-dropout ------------------------------------------------------------------------------
+    def mc_workers(self) -> int:
+        """Decoder workers: on the CPU provider one per intra-op thread (``config.mc_workers`` or
+        ``config.threads``, else every core); one on a GPU (it batches the samples itself)."""
+        if self.device != "cpu":
+            return 1
+        n = int(self.config.mc_workers) or int(self.config.threads) or (os.cpu_count() or 1)
+        return max(1, min(n, 8))
+
     def mc_chunk(self, height: int, width: int, samples: int) -> int:
-        return int(self.config.mc_chunk) or default_mc_chunk(self.arch, height, width, samples)
+        """Samples per decoder batch: ``config.mc_chunk``, else within the memory budget and small
+        enough that every worker gets a chunk."""
+        if self.config.mc_chunk:
+            return int(self.config.mc_chunk)
+        chunk = default_mc_chunk(self.arch, height, width, samples)
+        return max(1, min(chunk, -(-samples // max(1, len(self.decoders)))))
 
     def predict_mc(self, rgb: np.ndarray, samples: int) -> tuple[np.ndarray, np.ndarray]:
         """MC-dropout: (mean depth, std) (H, W) float32 metres from ``samples`` dropout samples."""
@@ -349,8 +402,14 @@ class DepthEngine:
         x = to_input(rgb)
         self._check_size(x)
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        return mc_from_sessions(self.trunk, self.decoder, x, samples, self.mc_chunk(h, w, samples),
-                                self.device, self.config.device_id)
+        return mc_from_sessions(self.trunk, self.decoders, x, samples, self.mc_chunk(h, w, samples),
+                                self.device, self.config.device_id, executor=self._executor)
+
+    def close(self) -> None:
+        """Stop the decoder worker threads (sessions are freed with the engine)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def warm_up(self, size: tuple[int, int]) -> None:
         """Run each graph ``config.warmup`` times at ``size`` (w, h) (TensorRT builds engines here)."""

@@ -48,7 +48,7 @@ SAMPLES_INPUT = "samples"
 MC_OUTPUTS = ("mean_m", "m2_m2")
 DROPOUT_SEED = 1000
 DEFAULT_SIZE_PX = (645, 432)  # (width, height): the DFD output size
-MIN_SIDE_PX = 32  # reflect padding to the stride needs at least one stride of image
+MIN_SIDE_PX = 32  # = the networks' stride; reflect padding to it needs at least one stride of image
 UNTRAINED_SEED = 0  # torch seed of an architecture exported without weights
 _NO_CROP = 1 << 30  # a slice end beyond any image: ONNX Slice clamps it (decoder graphs stay uncropped)
 
@@ -58,7 +58,7 @@ class ExportReport:
     """What :func:`export_model` wrote and measured."""
 
     files: dict[str, Path]  # 'depth', and with MC 'trunk', 'decoder'
-    parity: dict[str, float] = field(default_factory=dict)  # name -> max |Δ| (m) vs torch
+    parity: dict[str, float] = field(default_factory=dict)  # 'depth WxH' (m) / 'trunk WxH' -> max |Δ| vs torch
     mc_check: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -297,6 +297,19 @@ def toposort_graph(graph: Any) -> None:
     graph.node.extend(copies)
 
 
+def reseed_dropout(model_bytes: bytes, offset: int) -> bytes:
+    """The same graph with every RandomUniformLike seed shifted by ``offset`` (independent masks)."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    for node in model.graph.node:
+        if node.op_type == "RandomUniformLike":
+            for a in node.attribute:
+                if a.name == "seed":
+                    a.f = float(a.f + offset)
+    return model.SerializeToString()
+
+
 def set_onnx_meta(path: str | Path, values: dict[str, str]) -> None:
     """Add or replace metadata_props entries of an ONNX file (rewritten atomically)."""
     import onnx
@@ -381,7 +394,7 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
 
     if mc:
         with torch.inference_mode():
-            names, tensors = _flatten_trunk(net.trunk(_pad_to_stride_dynamic(example, 32)))
+            names, tensors = _flatten_trunk(net.trunk(_pad_to_stride_dynamic(example, MIN_SIDE_PX)))
         expand = _broadcastable(net, names, tensors)
         trunk_axes = None
         if dynamic:
@@ -402,6 +415,9 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
         files["trunk"], files["decoder"] = trunk_path, decoder_path
         depth_meta.update(mc_meta)
 
+    else:  # companions of an earlier export under this name would not match this graph
+        for stale in (trunk_path, decoder_path):
+            stale.unlink(missing_ok=True)
     _finish(out, depth_meta, fp16, False)
     report = ExportReport(files=files)
     if check:
@@ -412,7 +428,7 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
         if mc:
             report.parity[f"trunk {width}x{height}"] = trunk_parity_max_abs(net, trunk_path, height, width)
             report.mc_check = mc_check(net, out, height, width, samples=mc_check_samples)
-        set_onnx_meta(out, {"rig.parity_max_abs_m": json.dumps(report.parity),
+        set_onnx_meta(out, {"rig.parity_max_abs": json.dumps(report.parity),
                             "rig.mc_check": json.dumps(report.mc_check)})
     report.seconds = time.perf_counter() - t_start
     return report
@@ -528,6 +544,15 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def default_model() -> str:
+    """The first shipped model, else the untrained 'd3net-lite' architecture."""
+    from inference.model import shipped_models
+
+    shipped = shipped_models()
+    preferred = [m for m in shipped if "2.8" in m or "2_8" in m]
+    return (preferred or shipped or ["d3net-lite"])[0]
+
+
 def load_net(model_ref: str) -> tuple[Any, dict[str, Any], str]:
     """A network for export: a model file/shipped name, or an architecture name (untrained)."""
     from inference.model import MODELS, build_model, load_model
@@ -555,7 +580,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for kind, path in report.files.items():
         console.print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)")
     for name, v in report.parity.items():
-        console.print(f"parity {name}: max |Δ| = {v:.2e} m (onnxruntime CPU vs torch)")
+        unit = " m" if name.startswith("depth") else " (features)"
+        console.print(f"parity {name}: max |Δ| = {v:.2e}{unit} (onnxruntime CPU vs torch)")
     if report.mc_check:
         c = report.mc_check
         console.print(f"MC-dropout ({int(c['samples'])} samples): max |Δmean| = {c['max_abs_mean_diff_m']:.2e} m, "

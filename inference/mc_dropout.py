@@ -36,6 +36,14 @@ def default_chunk(model: DepthNet, batch: int, height: int, width: int, samples:
     return max(1, min(samples, int(_CHUNK_BUDGET_BYTES // max(per_sample, 1))))
 
 
+def _mean_var(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) variance over dim 0, two-pass (stable in float32, faster than var_mean here)."""
+    n = stack.shape[0]
+    mean = stack.sum(0) / n
+    d = stack - mean
+    return mean, d.mul_(d).sum(0) / n
+
+
 def mc_predict(model: DepthNet, rgb: torch.Tensor, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                chunk: int | None = None, return_samples: bool = False):
     """MC-dropout mean and variance of depth, (B, 1, H, W) each, from ``samples`` dropout samples.
@@ -59,7 +67,7 @@ def mc_predict(model: DepthNet, rgb: torch.Tensor, samples: int = DEFAULT_SAMPLE
     finally:
         model.train(was_training)
     stack = outs[0] if len(outs) == 1 else torch.cat(outs)
-    var, mean = torch.var_mean(stack, dim=0, correction=0)
+    mean, var = _mean_var(stack)
     if return_samples:
         return mean, var, stack
     return mean, var
@@ -80,7 +88,7 @@ def mc_predict_naive(model: DepthNet, rgb: torch.Tensor, samples: int = DEFAULT_
     finally:
         model.train(was_training)
     stack = torch.stack(outs)
-    var, mean = torch.var_mean(stack, dim=0, correction=0)
+    mean, var = _mean_var(stack)
     if return_samples:
         return mean, var, stack
     return mean, var

@@ -327,7 +327,7 @@ class D3Net(DepthNet):
 def _add_broadcast(x: torch.Tensor, per_image: torch.Tensor) -> torch.Tensor:
     """x: (K*B, C, H, W) dropout samples (sample-major) + per_image: (B, C, H, W), without copying per_image K times."""
     b = per_image.shape[0]
-    if x.shape[0] == b:
+    if b == 1 or x.shape[0] == b:
         return x + per_image
     return (x.view(x.shape[0] // b, *per_image.shape) + per_image.unsqueeze(0)).view(x.shape)
 

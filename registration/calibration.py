@@ -6,7 +6,8 @@ with ArUco markers of ``marker`` size; partial views are fine).
 
 Procedure: detect with sub-pixel refinement (large images are searched downscaled and refined at
 full resolution); calibrate each camera alone (``cv2.calibrateCameraExtended``), drop outlier
-views — per-view RMS above max(median + 3·1.4826·MAD, 1.5·median) — and re-solve; then solve
+views — per-view RMS above max(median + 3·1.4826·MAD, 1.5·median, 0.1 px) — and re-solve
+once; then solve
 the stereo extrinsics on the views both cameras saw, refining the intrinsics jointly
 (``cv2.stereoCalibrateExtended``, CALIB_USE_INTRINSIC_GUESS), again dropping outlier view pairs.
 Everything is saved as OpenCV FileStorage YAML (:func:`save_calibration`).
@@ -234,12 +235,15 @@ def _intrinsics(k: np.ndarray, dist: np.ndarray, size: tuple[int, int]) -> Intri
                       cx=float(k[0, 2]), cy=float(k[1, 2]), dist=tuple(float(x) for x in np.ravel(dist)))
 
 
+MIN_OUTLIER_PX = 0.1  # views are never dropped for residuals at the corner detector's noise level
+
+
 def outlier_threshold(errors: Sequence[float]) -> float:
-    """max(median + 3·1.4826·MAD, 1.5·median) of per-view errors."""
+    """max(median + 3·1.4826·MAD, 1.5·median, 0.1 px) of per-view RMS errors."""
     e = np.asarray(errors, dtype=np.float64)
     med = float(np.median(e))
     mad = float(np.median(np.abs(e - med))) * 1.4826
-    return max(med + 3.0 * mad, 1.5 * med)
+    return max(med + 3.0 * mad, 1.5 * med, MIN_OUTLIER_PX)
 
 
 def _criteria():

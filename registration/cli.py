@@ -64,13 +64,19 @@ def add_stereo_command(calibrate: argparse._SubParsersAction) -> None:
 
 
 # Subcommands of `rig calibrate`; a later stage appends e.g. its add_blur_command.
-CALIBRATE_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_geometry_command, add_stereo_command]
+def add_blur_command(sub: argparse._SubParsersAction) -> None:
+    """`rig calibrate blur` (paper 2's defocus-blur calibration; parser lives with its wiring)."""
+    importlib.import_module("rig.blur_cli").add_blur_parser(sub, "blur")
+
+
+CALIBRATE_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_geometry_command, add_stereo_command, add_blur_command]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from rig.cli import add_group
 
-    calibrate = add_group(sub, "calibrate", "calibrate the rig: geometry (DSLR + depth sensor), stereo pairs")
+    calibrate = add_group(sub, "calibrate", "calibrate the rig: geometry (DSLR + depth sensor), stereo pairs, defocus blur (k_cam, γ)")
     for add in CALIBRATE_COMMANDS:
         add(calibrate)
 
@@ -111,6 +117,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="dataset folder")
     p.add_argument("--tolerance-s", type=float, default=0.5, help="max timestamp gap when pairing (0.5 s)")
     p.add_argument("--split", help="import only this split (e.g. train)")
+    p.add_argument("--config", help="rig config for the lens and output size (default: nikon_d200_xtion)")
     p.set_defaults(func=lambda a: importlib.import_module("registration.importer").cmd_import_dfd(a))
 
 

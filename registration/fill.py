@@ -54,27 +54,38 @@ def _shifted(a: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
 
 
 def colorization_weights(grey: np.ndarray) -> np.ndarray:
-    """Normalised neighbour affinities (8, H, W) float64 of NYU's fill_depth_colorization.
+    """Normalised neighbour affinities (8, H, W) of NYU's fill_depth_colorization.
 
     Entry k is the weight of neighbour OFFSETS[k]; neighbours outside the image weigh 0; each
-    pixel's weights sum to 1.
+    pixel's weights sum to 1. float32 in, float32 out; anything else is computed in float64.
     """
-    g = np.asarray(grey, dtype=np.float64)
+    g = np.asarray(grey, dtype=np.float32 if np.asarray(grey).dtype == np.float32 else np.float64)
     h, w = g.shape
-    nb = np.stack([_shifted(g, dy, dx, np.nan) for dy, dx in OFFSETS])  # (8, H, W), NaN outside
-    inside = ~np.isnan(nb)
-    n_win = inside.sum(axis=0) + 1  # neighbours + the centre
-    vals = np.where(inside, nb, 0.0)
-    mean = (vals.sum(axis=0) + g) / n_win
-    var = ((np.where(inside, nb - mean, 0.0) ** 2).sum(axis=0) + (g - mean) ** 2) / n_win
-    csig = var * 0.6
-    d2 = np.where(inside, (nb - g) ** 2, np.inf)
-    mgv = d2.min(axis=0)
-    floor = -mgv / np.log(0.01)
-    csig = np.where(csig < floor, floor, csig)
-    csig = np.maximum(csig, 2e-6)
-    wts = np.where(inside, np.exp(-np.where(inside, d2, 0.0) / csig), 0.0)
-    wts /= wts.sum(axis=0, keepdims=True)
+    gp = np.pad(g, 1, constant_values=np.nan)
+    nbs = [gp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in OFFSETS]  # views, NaN outside
+    n_win = np.ones_like(g)  # neighbours inside the image + the centre
+    total = g.copy()
+    for nb in nbs:
+        n_win += ~np.isnan(nb)
+        total += np.nan_to_num(nb)
+    mean = total / n_win
+    var = (g - mean) ** 2
+    mgv = np.full(g.shape, np.inf, dtype=g.dtype)
+    d2s = []
+    for nb in nbs:
+        dev = np.nan_to_num(nb - mean)
+        var += dev * dev
+        d2 = (nb - g) ** 2  # NaN outside
+        np.fmin(mgv, d2, out=mgv)
+        d2s.append(d2)
+    var /= n_win
+    csig = np.maximum(np.maximum(var * 0.6, mgv / -np.log(0.01)), 2e-6).astype(g.dtype)
+    wts = np.empty((8, h, w), dtype=g.dtype)
+    for k, d2 in enumerate(d2s):
+        np.exp(-d2 / csig, out=wts[k])
+    np.nan_to_num(wts, copy=False)  # outside the image: weight 0
+    with np.errstate(invalid="ignore", divide="ignore"):  # a 1x1 image has no neighbours at all
+        wts /= wts.sum(axis=0, keepdims=True)
     return wts
 
 
@@ -146,8 +157,10 @@ def _neighbour_sum(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     h, w = x.shape
     xp = np.pad(x, 1)
     acc = np.zeros_like(x)
+    tmp = np.empty_like(x)
     for k, (dy, dx) in enumerate(OFFSETS):
-        acc += weights[k] * xp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        np.multiply(weights[k], xp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w], out=tmp)
+        acc += tmp
     return acc
 
 
@@ -160,8 +173,9 @@ def fill_colorization_fast(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray
         (I − W_uu) x_u = W_um x_m                         (holes: harmonic in the affinities)
         (1 + α) x_m − W_mm x_m − W_mu x_u = α d_m          (measured: pulled towards d)
 
-    The hole block has one row per unknown pixel and falls apart into one small block per hole:
-    it is factorised once (SuperLU, minimum-degree ordering on A + Aᵀ — grid structure). Block
+    The hole block has one row per unknown pixel and falls apart into one small block per hole
+    (isolated unknown pixels are solved directly): it is factorised once (SuperLU, minimum-degree
+    ordering on A + Aᵀ — grid structure, no pivoting — diagonally dominant). Block
     Gauss–Seidel then alternates an exact hole solve with a Jacobi step on the measured block,
     x_m ← (α·d + (W·x)_m)/(1 + α), which contracts errors by 1/(1 + α) per sweep, until x_m
     changes by less than ``tol_m`` (the reference's own solution, to that tolerance).
@@ -184,32 +198,43 @@ def fill_colorization_fast(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray
         wts = _window_weights(np.pad(grey, 1, constant_values=np.nan), ys, xs)
         weights = None
     else:
-        weights = colorization_weights(grey)
-        wts = weights[:, ys, xs]
-    rows, cols, vals = [np.arange(n)], [np.arange(n)], [np.full(n, 1.0 + 1e-9)]  # ε: no singular hole
-    flat_nb, w_meas = [], []  # per neighbour k: flat index into the padded image, weight if measured
-    for k, (dy, dx) in enumerate(OFFSETS):
-        nbr = index[ys + 1 + dy, xs + 1 + dx]
-        unknown_nb = nbr >= 0
-        rows.append(np.flatnonzero(unknown_nb))
-        cols.append(nbr[unknown_nb])
-        vals.append(-wts[k][unknown_nb])
-        flat_nb.append((ys + 1 + dy) * (w + 2) + (xs + 1 + dx))
-        w_meas.append(np.where(unknown_nb, 0.0, wts[k]))  # outside the image: weight 0 already
-    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    lu = splu(a, permc_spec="MMD_AT_PLUS_A")
-    nb_idx, nb_w = np.stack(flat_nb), np.stack(w_meas)
+        weights = colorization_weights(grey.astype(np.float32))
+        wts = weights[:, ys, xs].astype(np.float64)
+    nbrs = np.stack([index[ys + 1 + dy, xs + 1 + dx] for dy, dx in OFFSETS])  # (8, n) unknown numbers
+    unknown_nb = nbrs >= 0
+    nb_idx = np.stack([(ys + 1 + dy) * (w + 2) + (xs + 1 + dx) for dy, dx in OFFSETS])  # flat, padded
+    nb_w = np.where(unknown_nb, 0.0, wts)  # weights of the measured neighbours (0 outside the image)
+    # unknown pixels without unknown neighbours (e.g. single dropouts) need no factorisation
+    coupled = np.flatnonzero(unknown_nb.any(axis=0))
+    lu = None
+    if coupled.size:
+        renum = np.full(n, -1, dtype=np.int64)
+        renum[coupled] = np.arange(coupled.size)
+        sub = unknown_nb[:, coupled]
+        k_idx, j_idx = np.nonzero(sub)
+        rows = np.concatenate([np.arange(coupled.size), j_idx])
+        cols = np.concatenate([np.arange(coupled.size), renum[nbrs[:, coupled][k_idx, j_idx]]])
+        vals = np.concatenate([np.full(coupled.size, 1.0 + 1e-9), -wts[:, coupled][k_idx, j_idx]])  # ε: never singular
+        a = sp.csc_matrix((vals, (rows, cols)), shape=(coupled.size, coupled.size))
+        # diagonally dominant: no pivoting needed; symmetric structure: minimum degree on A + Aᵀ
+        lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
 
     def solve_holes() -> None:
         xp = np.pad(x, 1).ravel()
-        x[ys, xs] = lu.solve((nb_w * xp[nb_idx]).sum(axis=0))
+        rhs = np.einsum("kn,kn->n", nb_w, xp[nb_idx])
+        if lu is not None:
+            rhs[coupled] = lu.solve(rhs[coupled])
+        x[ys, xs] = rhs
 
     solve_holes()
     if alpha is not None and weights is not None:
+        ad = (alpha * d).astype(np.float32)
+        unknown = ~m
         for _ in range(max_iter):
-            new = (alpha * d + _neighbour_sum(x, weights)) / (1.0 + alpha)
-            change = float(np.abs(new[m] - x[m]).max())
-            x[m] = new[m]
+            new = (ad + _neighbour_sum(x.astype(np.float32), weights)) / np.float32(1.0 + alpha)
+            np.copyto(new, x, where=unknown, casting="unsafe")  # holes: from the exact solve below
+            change = float(np.abs(new - x).max())
+            x = new.astype(np.float64)
             solve_holes()
             if change < tol_m:
                 break

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from rig.records import Extrinsics, Intrinsics
 
-_MAX_BOX_PX = 32  # footprints larger than this (degenerate geometry, z′ ≪ z) are clipped
+_MAX_BOX_PX = 16  # footprints larger than this (degenerate geometry, z′ ≪ z) are clipped
 
 
 def _has_distortion(k: Intrinsics) -> bool:
@@ -61,7 +62,7 @@ def distort_normalised(x: np.ndarray, y: np.ndarray, dist: tuple[float, ...]) ->
     return xd, yd
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: instances are cached per geometry
 class ReprojectionTables:
     """Everything about a (sensor, DSLR, extrinsics) geometry that does not depend on the depth.
 
@@ -166,12 +167,23 @@ def _min_positive(depth: np.ndarray) -> float:
     """Smallest positive value of a depth map (uint16 raw or float), inf when none."""
     if depth.dtype == np.uint16:
         m = int((depth - np.uint16(1)).min()) + 1  # 0 wraps to 65535: the min of the non-zeros
-        return float(m) if np.any(depth) else float("inf")
+        if m == 65536:  # all zero, or all 65535
+            return 65535.0 if np.any(depth) else float("inf")
+        return float(m)
     d = np.where(depth > 0, depth, np.inf)
     return float(np.nanmin(d)) if d.size else float("inf")
 
 
-_PAD = 2 * _MAX_BOX_PX  # the z-buffer is padded so that no footprint box needs clipping
+_PAD = _MAX_BOX_PX + 2  # the z-buffer is padded so that no footprint box needs clipping
+
+
+@lru_cache(maxsize=32)
+def _window_tables(tab: ReprojectionTables, win: tuple[int, int, int, int]) -> tuple[Any, ...]:
+    """Contiguous copies of the per-pixel tables inside a sensor window (a_z, b_u, b_v, half_u,
+    half_v) and the largest footprint factor max(half_u, half_v) there."""
+    r0, r1, c0, c1 = win
+    arrays = tuple(np.ascontiguousarray(t[r0:r1, c0:c1]) for t in (tab.a_z, tab.b_u, tab.b_v, tab.half_u, tab.half_v))
+    return arrays + (float(max(arrays[3].max(), arrays[4].max())),)
 
 
 def reproject_depth(depth: np.ndarray, src: Intrinsics, dst: Intrinsics, src_to_dst: Extrinsics, *,
@@ -182,9 +194,11 @@ def reproject_depth(depth: np.ndarray, src: Intrinsics, dst: Intrinsics, src_to_
     depth: (Hs, Ws) float metres, or uint16 raw units times ``depth_scale_m``; 0/NaN = unknown.
     src, dst: intrinsics of the sensor and of the target (its size sets the output size).
     src_to_dst: X_dst = R·X_src + t. grow_px: each footprint box is grown by this much on every
-    side before sampling target pixel centres (closes sub-pixel cracks on steep slopes; 0.5 ≈ the
-    rounding rs.align uses). Returns (Hd, Wd) float32 depth in metres **in the target frame**,
-    0 where unknown (unseen, occluded from the sensor, or behind the target camera).
+    side before sampling target pixel centres (0.5 ≈ the rounding rs.align uses).
+    close_cracks_px: gaps between neighbouring footprints narrower than this (target px) are
+    closed — steep slopes and depth quantisation open them; wider gaps are disocclusions.
+    Returns (Hd, Wd) float32 depth in metres **in the target frame**, 0 where unknown (unseen,
+    occluded from the sensor, or behind the target camera).
     """
     if depth.ndim != 2 or depth.shape != (src.height, src.width):
         raise ValueError(f"depth shape {depth.shape} does not match the sensor intrinsics "
@@ -204,70 +218,92 @@ def reproject_depth(depth: np.ndarray, src: Intrinsics, dst: Intrinsics, src_to_
                 z *= np.float32(depth_scale_m)
             else:
                 z = np.nan_to_num(np.asarray(depth[win], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-            _splat(buf, z, tab, win, dst, grow_px, close_cracks_px, min_depth_m)
-    out = buf.reshape(hp, wp)[_PAD:_PAD + h_out, _PAD:_PAD + w_out].copy()
-    out[np.isinf(out)] = 0.0
-    return out
+            _splat(buf, z, tab, (r0, r1, c0, c1), dst, grow_px, close_cracks_px, min_depth_m)
+    out = buf.reshape(hp, wp)[_PAD:_PAD + h_out, _PAD:_PAD + w_out]
+    return np.where(out == np.inf, np.float32(0.0), out)
 
 
-def _splat(buf: np.ndarray, z: np.ndarray, tab: ReprojectionTables, win: tuple[slice, slice],
+def _splat(buf: np.ndarray, z: np.ndarray, tab: ReprojectionTables, win: tuple[int, int, int, int],
            dst: Intrinsics, grow_px: float, close_cracks_px: float, min_depth_m: float) -> None:
     """Project the window's points and z-buffer their footprint boxes into the padded ``buf``."""
     w_out, h_out = dst.width, dst.height
     wp = w_out + 2 * _PAD
     tx, ty, tz = (np.float32(v) for v in tab.t)
     lim = np.float32(_MAX_BOX_PX / 2)
+    a_z, b_u, b_v, half_u, half_v, max_half = _window_tables(tab, win)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        zp = z * tab.a_z[win]
+        zp = z * a_z
         zp += tz  # depth in the target frame
         inv = np.float32(1.0) / zp
         if _has_distortion(dst):
-            xd, yd = distort_normalised((z * tab.a_x[win] + tx) * inv, (z * tab.a_y[win] + ty) * inv, dst.dist)
+            sl = (slice(win[0], win[1]), slice(win[2], win[3]))
+            xd, yd = distort_normalised((z * tab.a_x[sl] + tx) * inv, (z * tab.a_y[sl] + ty) * inv, dst.dist)
             u = np.float32(dst.fx) * xd + np.float32(dst.cx)
             v = np.float32(dst.fy) * yd + np.float32(dst.cy)
         else:
-            u = z * tab.b_u[win]
+            u = z * b_u
             u += np.float32(tab.c_u)
             u *= inv
-            v = z * tab.b_v[win]
+            v = z * b_v
             v += np.float32(tab.c_v)
             v *= inv
         scale = z * inv  # z / z′: the footprint grows when the target camera is nearer
-        hu = tab.half_u[win] * scale
-        hu += np.float32(grow_px)
-        hv = tab.half_v[win] * scale
-        hv += np.float32(grow_px)
         ok = (z > min_depth_m) & (zp > min_depth_m)
         bad = ~ok
-        for arr in (u, v, hu, hv):  # NaN/inf-free from here on; bad points write +inf (nothing)
+        for arr in (u, v, scale):  # NaN/inf-free from here on; bad points write +inf (nothing)
             np.copyto(arr, 0.0, where=bad)
-        # every box must fit the padded buffer: far-away points are parked in the padding, where
-        # their writes are cropped away; footprints are capped at _MAX_BOX_PX
+        # footprints are capped at _MAX_BOX_PX, and every box must fit the padded buffer:
+        # far-away points are parked in the padding, where their writes are cropped away
+        np.minimum(scale, np.float32((lim - grow_px) / max(max_half, 1e-6)), out=scale)
+        hu = half_u * scale
+        hu += np.float32(grow_px)
+        hv = half_v * scale
+        hv += np.float32(grow_px)
         np.clip(u, -lim, np.float32(w_out - 1) + lim, out=u)
         np.clip(v, -lim, np.float32(h_out - 1) + lim, out=v)
-        np.minimum(hu, lim, out=hu)
-        np.minimum(hv, lim, out=hv)
         x0 = u - hu  # footprint edges in target pixels
-        x1 = u + hu
+        x1 = np.add(u, hu, out=u)
         y0 = v - hv
-        y1 = v + hv
+        y1 = np.add(v, hv, out=v)
         if close_cracks_px > 0:
             _close_gaps(x0, x1, ok, close_cracks_px, axis=1)
             _close_gaps(y0, y1, ok, close_cracks_px, axis=0)
-    # the target pixels whose centres c satisfy edge0 <= c <= edge1 (padded coordinates)
+    # the target pixels whose centres c satisfy edge0 <= c <= edge1
     np.ceil(x0, out=x0)
     np.floor(x1, out=x1)
     np.ceil(y0, out=y0)
     np.floor(y1, out=y1)
-    bw = (x1 - x0).ravel().astype(np.int32)  # box width − 1 (< 0: empty, e.g. a coarser target)
-    bh = (y1 - y0).ravel().astype(np.int32)
-    ok = ok.ravel() & (bw >= 0) & (bh >= 0)
+    dw = x1 - x0  # box width − 1 (< 0: empty, e.g. a target coarser than the sensor)
+    dh = y1 - y0
+    ok &= (dw >= 0) & (dh >= 0)
+    zz = np.where(ok, zp, np.float32(np.inf)).ravel()  # points that must not write carry +inf
+    # flat indices (padded image) of each box's top-left 2x2, clamped inside the box; float32 is
+    # exact for these integers up to 2^24 padded pixels, float64 beyond
+    if buf.size >= 2 ** 24:
+        x0, y0 = x0.astype(np.float64), y0.astype(np.float64)
     y0 += np.float32(_PAD)
     y0 *= np.float32(wp)
-    x0 += np.float32(_PAD)
-    x0 += y0
-    base = x0.ravel().astype(np.intp)
-    _zbuffer_boxes(buf, base, np.where(ok, zp.ravel(), np.float32(np.inf)), bw, bh, wp)
+    y0 += x0
+    y0 += np.float32(_PAD)
+    i00 = y0.ravel().astype(np.intp)
+    i01 = i00 + (dw > 0).ravel()
+    oy = np.multiply((dh > 0).ravel(), wp, dtype=np.intp)
+    np.minimum.at(buf, i00, zz)
+    np.minimum.at(buf, i01, zz)
+    np.minimum.at(buf, i00 + oy, zz)
+    np.minimum.at(buf, i01 + oy, zz)
+    # boxes wider or taller than 2 pixels (rare when the target is < 2x finer): the remaining cells
+    if float(dw.max()) >= 2 or float(dh.max()) >= 2:
+        big = np.flatnonzero((dw.ravel() >= 2) | (dh.ravel() >= 2))
+        bw = dw.ravel()[big].astype(np.intp)
+        bh = dh.ravel()[big].astype(np.intp)
+        b_base, b_z = i00[big], zz[big]
+        for dy in range(int(bh.max()) + 1):
+            oy_b = np.minimum(bh, dy) * wp
+            for dx in range(int(bw.max()) + 1):
+                if dx <= 1 and dy <= 1:
+                    continue
+                np.minimum.at(buf, b_base + np.minimum(bw, dx) + oy_b, b_z)
 
 
 def _close_gaps(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, max_gap_px: float, axis: int) -> None:
@@ -287,39 +323,6 @@ def _close_gaps(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, max_gap_px: floa
     gap = nxt - cur
     close = (gap > 0) & (gap < max_gap_px) & ok[head] & ok[tail]
     np.copyto(cur, nxt, where=close)
-
-
-def _zbuffer_boxes(buf: np.ndarray, base: np.ndarray, z: np.ndarray, bw: np.ndarray, bh: np.ndarray,
-                   width: int) -> None:
-    """buf[base + dy·width + dx] = min(buf, z) for 0 <= dx <= bw, 0 <= dy <= bh (flat, in place).
-
-    Every box must lie inside ``buf`` (padded) and have bw, bh >= 0 (give the others z = +inf).
-    Offsets are clamped per point — offset (dx, dy) writes to (min(dx, bw), min(dy, bh)) — so a
-    point with a smaller box rewrites one of its own pixels (harmless for a min) and each offset
-    layer is one ``np.minimum.at`` over all points without masks; the layers of 3-pixel boxes go
-    through the few points that have them.
-    """
-    if base.size == 0:
-        return
-    np.minimum.at(buf, base, z)
-    ox = np.minimum(bw, 1).clip(0).astype(np.intp)
-    oy = np.minimum(bh, 1).clip(0).astype(np.intp) * width
-    np.minimum.at(buf, base + ox, z)
-    np.minimum.at(buf, base + oy, z)
-    ox += oy
-    np.minimum.at(buf, base + ox, z)
-    max_w, max_h = int(bw.max()), int(bh.max())
-    if max_w <= 1 and max_h <= 1:
-        return
-    big = np.flatnonzero((bw >= 2) | (bh >= 2))
-    b_base, b_z = base.take(big), z.take(big)
-    b_w, b_h = bw.take(big).clip(0).astype(np.intp), bh.take(big).clip(0).astype(np.intp)
-    for dy in range(max_h + 1):
-        oy_b = np.minimum(b_h, dy) * width
-        for dx in range(max_w + 1):
-            if dx <= 1 and dy <= 1:
-                continue
-            np.minimum.at(buf, b_base + np.minimum(b_w, dx) + oy_b, b_z)
 
 
 def reproject_depth_reference(depth_m: np.ndarray, src: Intrinsics, dst: Intrinsics,

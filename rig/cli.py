@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "registration.cli",
     "inference.cli",
     "inference.cli_compare",
+    "rig.blur_cli",
     "rig.deploy_cli",
 )
 

@@ -91,6 +91,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", help="write the figures as JSON to this file")
     p.add_argument("--repeats", type=int, default=5, help="runs per measurement; the median is reported")
     p.add_argument("--quick", action="store_true", help="small inputs (a smoke run, not a measurement)")
+    p.add_argument("--model", help="model for `bench infer` (path or shipped name; default: shipped, else untrained lite)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch / onnxruntime (default: all cores)")
     p.set_defaults(func=cmd_bench)
 
 

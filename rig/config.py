@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -451,3 +452,52 @@ def load_rig_config(name_or_path: str | Path, overrides: Mapping[str, Any] | Non
                 node = node.setdefault(key, {})
             node[leaf] = value
     return rig_config_from_dict(data, src=str(path), base_dir=path.parent, path=path)
+
+
+# ------------------------------------------------------------------ editing a config file in place
+def _set_key_in_section(lines: list[str], section: str, key: str, value: str) -> list[str]:
+    """Replace ``key``'s value inside top-level ``section`` (keeping indentation and a trailing
+    comment), or insert ``  key: value`` right after the section header; append the section if absent."""
+    out = list(lines)
+    start = next((i for i, ln in enumerate(out) if re.match(rf"^{re.escape(section)}\s*:\s*(#.*)?$", ln)), None)
+    if start is None:
+        if out and out[-1].strip():
+            out.append("")
+        return out + [f"{section}:", f"  {key}: {value}"]
+    end = next((j for j in range(start + 1, len(out))
+                if out[j] and not out[j][0].isspace() and not out[j].startswith("#")), len(out))
+    pat = re.compile(rf"^(\s+{re.escape(key)}\s*:\s*)([^#]*?)(\s+#.*)?$")
+    for j in range(start + 1, end):
+        m = pat.match(out[j])
+        if m:
+            out[j] = f"{m.group(1)}{value}{m.group(3) or ''}"
+            return out
+    indent = next((re.match(r"^(\s+)", out[j]).group(1) for j in range(start + 1, end)  # type: ignore[union-attr]
+                   if out[j].strip() and not out[j].lstrip().startswith("#")), "  ")
+    out.insert(start + 1, f"{indent}{key}: {value}")
+    return out
+
+
+def update_config_file(path: Path, values: Mapping[str, str]) -> RigConfig:
+    """Set ``section.key`` values (YAML scalars as text) in a rig config file, keeping its comments and
+    layout; the edited text is validated with :func:`load_rig_config` before it atomically replaces
+    the file (ConfigError and the file unchanged otherwise). Returns the new config."""
+    from rig.imageio import atomic_write_bytes
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for dotted, value in values.items():
+        section, _, key = dotted.partition(".")
+        if not key or "." in key:
+            raise ValueError(f"expected 'section.key', got {dotted!r}")
+        lines = _set_key_in_section(lines, section, key, str(value))
+    new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+    tmp = path.with_name(f".{path.name}.edit.yaml")
+    tmp.write_text(new_text, encoding="utf-8")
+    try:
+        load_rig_config(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, new_text.encode("utf-8"))
+    return load_rig_config(path)

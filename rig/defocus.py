@@ -1,26 +1,29 @@
 """Layered synthetic defocus (paper 1 Eq. 1-2, after Hasinoff & Kutulakos 2007).
 
 An all-in-focus image ``A`` and its depth are cut into fronto-parallel layers whose blur-circle
-diameters differ by at most ``max_step_px`` (uniform steps of the *signed* thin-lens blur, which is
-uniform in inverse depth: the blur-vs-depth curve on both sides of the focal plane, not a metric
-step). Layer ``k`` (0 = nearest) has occlusion mask ``M_k`` and PSF ``h_k`` (Gaussian σ = ρ·ε or a
-disk of diameter ε). Front-to-back "over" compositing (Eq. 1-2)::
+diameters differ by ``max_step_px`` (uniform steps of the *signed* thin-lens blur, which is uniform
+in inverse depth: the blur-vs-depth curve on both sides of the focal plane, not a metric step).
+Layer ``k`` (0 = nearest) has occlusion mask ``M_k`` and PSF ``h_k`` (Gaussian σ = ρ·ε or a disk of
+diameter ε). Front-to-back "over" compositing (Eq. 1-2)::
 
     I = Σ_k (h_k ⊛ X_k·A_k) · Π_{j<k} (1 − h_j ⊛ X_j)
 
-where ``X_k ⊇ M_k`` is the layer *extended behind nearer occluders* and ``A_k`` the colour inpainted
-there (nearest visible pixel of the layer), so a far layer cut by a near object keeps full coverage
-under it and does not darken at the occlusion edge; near layers blur over far ones, never the
-reverse. The extension reaches ``r_k + max_{j<k} r_j`` pixels (kernel radii) from the visible layer:
-far enough for every pixel a nearer blurred edge lets through, not so far that a layer leaks into
-unrelated occlusion edges. The result is finally divided by the accumulated coverage
-``1 − Π_k (1 − h_k ⊛ X_k)`` (1 almost everywhere), so a flat image stays exactly flat.
+where ``X_k ⊇ M_k`` is the layer *extended behind nearer occluders* and ``A_k`` its colour
+inpainted there, so a far layer cut by a near object keeps full coverage under the object's blurred
+edge and neither darkens there nor lets the near colour into its own blur; near layers blur over
+far ones, never the reverse. A pixel of a nearer layer j joins ``X_k`` when it lies within
+``r_k + 1 + r_j`` px (Chebyshev; r = PSF radii) of the visible layer k — the band where j's blurred
+edge lets light through, plus the reach of k's own blur — and takes the mean colour of the visible
+layer-k pixels around it (normalised box filter). The sum is finally divided by the accumulated
+coverage ``1 − Π_k (1 − h_k ⊛ X_k)`` (1 almost everywhere), so a flat image stays exactly flat.
 
-Speed: each layer is convolved only inside its support's bounding box grown by the kernel radius
-(exact: the stack is zero outside ``X_k``), with a separable Gaussian (``cv2.sepFilter2D``) on one
-4-channel float32 stack (premultiplied colour + coverage). :func:`render_defocus_direct` is the
-straightforward reference (full-frame ``cv2.filter2D`` with the 2-D kernel per layer) giving the same
-output; :func:`render_defocus_torch` is the same algorithm in PyTorch (CPU or CUDA).
+Speed (:func:`render_defocus`): each layer is prepared and blurred only inside boxes around its
+pieces (support grown by the PSF radius + 1: exact, the stack is zero outside ``X_k``), with the
+separable Gaussian (``cv2.sepFilter2D``) on planar float32 stacks [premultiplied colour, coverage];
+layers are prepared and blurred on OpenCV's thread count and composited in order.
+:func:`render_defocus_direct` is the straightforward reference (whole-frame masks, extension and
+``cv2.filter2D`` with the 2-D kernel per layer) with the same output to float32 rounding;
+:func:`render_defocus_torch` is the same algorithm with the blur and compositing in PyTorch.
 """
 
 from __future__ import annotations
@@ -217,8 +220,8 @@ class LayerJob:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What every layer needs, computed once: occupied layers (nearest first), their PSFs, each
-    layer's PSF radius ``radius_px`` (0 for empty layers) and the largest reach of its extension
+    """What every layer needs, computed once: occupied layers (nearest first), their PSFs, the PSF
+    radius of every grid layer ``radius_px`` (K,) and the largest reach of each layer's extension
     ``extend_px[k] = r_k + 1 + max_{j<k} r_j`` (0 for the nearest layer)."""
 
     layers: DepthLayers
@@ -234,12 +237,12 @@ def layer_plan(layers: DepthLayers, psf: str = "gaussian", rho: float = optics.P
 
     occupied = tuple(int(k) for k in np.flatnonzero(layers.counts))
     psfs = {k: make_psf(float(layers.diameter_px[k]), psf, rho) for k in occupied}
-    radius = np.zeros(len(layers), np.int32)
+    # PSF radius of every grid layer, empty ones too (V-shaped in k: bounds in layer_job rely on it)
+    radius = np.array([make_psf(float(e), psf, rho).radius_px for e in layers.diameter_px], np.int32)
     extend: dict[int, int] = {}
     reach = -1  # largest PSF radius of the nearer occupied layers (-1: none)
     for k in occupied:
         r = psfs[k].radius_px
-        radius[k] = r
         extend[k] = r + 1 + reach if reach >= 0 else 0
         reach = max(reach, r)
     slices = ndimage.find_objects(layers.index + 1, max_label=len(layers))

@@ -504,54 +504,18 @@ def fit_blur(pairs: Sequence[BlurPair], lens_defocused: Lens, n_all_in_focus: fl
 
 
 # ------------------------------------------------------------------------------ config writing
-def _set_key_in_section(lines: list[str], section: str, key: str, value: str) -> list[str]:
-    """Replace ``key``'s value inside top-level ``section`` (keeping indentation and a trailing
-    comment), or insert ``  key: value`` right after the section header; append the section if absent."""
-    out = list(lines)
-    start = next((i for i, ln in enumerate(out) if re.match(rf"^{re.escape(section)}\s*:\s*(#.*)?$", ln)), None)
-    if start is None:
-        if out and out[-1].strip():
-            out.append("")
-        return out + [f"{section}:", f"  {key}: {value}"]
-    end = next((j for j in range(start + 1, len(out))
-                if out[j] and not out[j][0].isspace() and not out[j].startswith("#")), len(out))
-    pat = re.compile(rf"^(\s+{re.escape(key)}\s*:\s*)([^#]*?)(\s+#.*)?$")
-    for j in range(start + 1, end):
-        m = pat.match(out[j])
-        if m:
-            out[j] = f"{m.group(1)}{value}{m.group(3) or ''}"
-            return out
-    indent = next((re.match(r"^(\s+)", out[j]).group(1) for j in range(start + 1, end)  # type: ignore[union-attr]
-                   if out[j].strip() and not out[j].lstrip().startswith("#")), "  ")
-    out.insert(start + 1, f"{indent}{key}: {value}")
-    return out
-
-
 def write_fit_to_config(path: Path, focus_m: float, psf: str, rho: float | None) -> list[str]:
     """Edit dslr.focus_m, blur.psf (and blur.rho for a Gaussian) in the YAML text, keeping comments;
-    the result is validated with load_rig_config before it replaces the file. Returns the changed keys."""
-    from rig.config import load_rig_config
-    from rig.imageio import atomic_write_bytes
+    validated with load_rig_config before it replaces the file. Returns the changed keys."""
+    from rig.config import update_config_file
 
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    lines = _set_key_in_section(lines, "dslr", "focus_m", f"{focus_m:.3f}")
-    lines = _set_key_in_section(lines, "blur", "psf", psf)
-    changed = ["dslr.focus_m", "blur.psf"]
+    values = {"dslr.focus_m": f"{focus_m:.3f}", "blur.psf": psf}
     if rho is not None:
-        lines = _set_key_in_section(lines, "blur", "rho", f"{rho:.3f}")
-        changed.append("blur.rho")
-    new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
-    tmp = path.with_name(f".{path.name}.fit.yaml")
-    tmp.write_text(new_text, encoding="utf-8")
-    try:
-        cfg = load_rig_config(tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+        values["blur.rho"] = f"{rho:.3f}"
+    cfg = update_config_file(path, values)
     if abs(cfg.dslr.focus_m - round(focus_m, 3)) > 1e-9 or cfg.blur.psf != psf:
         raise RigError(f"{path}: the edited config does not read back the fitted values; left unchanged")
-    atomic_write_bytes(path, new_text.encode("utf-8"))
-    return changed
+    return list(values)
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from inference.export import default_model  # noqa: F401 — re-exported for the demo and callers
 from rig.errors import DeviceError, RigError
 
 if TYPE_CHECKING:
@@ -74,13 +75,12 @@ def list_images(folder: Path) -> list[Path]:
 
 def folder_frames(folder: Path, loop: bool = False) -> Iterator[Any]:
     """Every image of ``folder`` in name order (once, or forever with ``loop``)."""
-    from inference.live import SourceFrame
-    from rig.imageio import read_rgb
+    from inference.live import read_frame_file
 
     files = list_images(folder)
     while True:
         for f in files:
-            yield SourceFrame(rgb=read_rgb(f), name=f.name)
+            yield read_frame_file(f, f.name)
         if not loop:
             return
 
@@ -104,8 +104,7 @@ def session_frame_files(path: Path) -> list[tuple[str, Path]]:
 def replay_frames(path: Path, loop: bool = False, speed: float = 0.0) -> Iterator[Any]:
     """The frames of a recorded session (see :func:`session_frame_files`); ``speed`` > 0 paces a
     live run at its recorded frame times divided by ``speed``."""
-    from inference.live import SourceFrame
-    from rig.imageio import read_rgb
+    from inference.live import read_frame_file
 
     items = session_frame_files(path)
     times = _recorded_times(Path(path)) if speed > 0 else {}
@@ -119,7 +118,7 @@ def replay_frames(path: Path, loop: bool = False, speed: float = 0.0) -> Iterato
                 wait = t0 + (t - first) / speed - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            yield SourceFrame(rgb=read_rgb(f), name=name)
+            yield read_frame_file(f, name)
         if not loop:
             return
 
@@ -140,13 +139,13 @@ def _apply_dslr_settings(dslr: Any, cfg: "RigConfig") -> list[str]:
     d = cfg.dslr
     notes = []
     offered = dslr.settings()
-    for name, setter, value in (("capturetarget", dslr.set_capture_target, d.capture_target),
-                                ("imageformat", dslr.set_image_format, "jpeg"),
-                                ("aperture", dslr.set_aperture, d.f_number_defocused),
-                                ("shutter", dslr.set_shutter, d.shutter_s),
-                                ("iso", dslr.set_iso, d.iso)):
+    for name, setter, value in (("capturetarget", "set_capture_target", d.capture_target),
+                                ("imageformat", "set_image_format", "jpeg"),
+                                ("aperture", "set_aperture", d.f_number_defocused),
+                                ("shutter", "set_shutter", d.shutter_s),
+                                ("iso", "set_iso", d.iso)):
         if name in offered:
-            got = setter(value)
+            got = getattr(dslr, setter)(value)
             notes.append(f"{name}={got}")
         else:
             notes.append(f"{name}: not offered by {dslr.model}")
@@ -192,59 +191,75 @@ def _decode_jpeg(data: bytes, what: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def dslr_frames(dslr: Any, cfg: "RigConfig", *, preview: bool = True, scene_frames: int = 0,
-                notes: list[str] | None = None) -> Iterator[Any]:
+class DslrSource:
     """Frames from a Dslr: live view when offered (and ``preview``), else full captures.
 
-    Transient device errors are retried (up to CAPTURE_RETRIES with backoff); a simulated DSLR moves
-    to the next scene every ``scene_frames`` frames. The camera is closed when the iterator is.
+    The camera is opened and set up (defocused aperture, shutter, ISO…) here, so a missing camera
+    fails before anything is recorded; :meth:`close` (called by the live loop, idempotent) releases
+    it. Transient device errors are retried (up to CAPTURE_RETRIES with backoff); a simulated DSLR
+    moves to the next scene every ``scene_frames`` frames.
     """
-    from acquisition.protocols import TRANSIENT_ERRORS
-    from inference.live import SourceFrame
 
-    notes = notes if notes is not None else []
-    tmp = tempfile.TemporaryDirectory(prefix="rig-live-")
-    dslr.open()
-    try:
-        notes += _apply_dslr_settings(dslr, cfg)
-        grab = _preview_fn(dslr) if preview else None
-        notes.append("live view (capture_preview)" if grab else "full captures (no live view)")
-        rig = getattr(dslr, "rig", None)
-        i = 0
-        while True:
-            if rig is not None and scene_frames > 0 and i % scene_frames == 0:
-                rig.set_scene(i // scene_frames)
-            for attempt in range(CAPTURE_RETRIES + 1):
-                try:
-                    if grab is not None:
-                        data = grab()
-                        suffix = ".jpg"
-                    else:
-                        dest = Path(tmp.name) / f"shot{i % 2}.jpg"
-                        shot = dslr.capture(dest)
-                        data = Path(shot.path).read_bytes()
-                        suffix = Path(shot.path).suffix.lower() or ".jpg"
-                    rgb = _decode_jpeg(data, dslr.model)
-                    break
-                except TRANSIENT_ERRORS:
-                    if attempt == CAPTURE_RETRIES:
-                        raise
-                    time.sleep(0.2 * 2 ** attempt)
-            scene = f" scene {rig.scene_index}" if rig is not None else ""
-            name = f"{dslr.model}{scene} #{i}" + (" (preview)" if grab else "")
-            yield SourceFrame(rgb=rgb, name=name, original=data, original_suffix=suffix,
-                              meta={"preview": grab is not None})
-            i += 1
-    finally:
+    def __init__(self, dslr: Any, cfg: "RigConfig", *, preview: bool = True, scene_frames: int = 0,
+                 notes: list[str] | None = None) -> None:
+        self.dslr = dslr
+        self.scene_frames = int(scene_frames)
+        self.notes = notes if notes is not None else []
+        self._tmp = tempfile.TemporaryDirectory(prefix="rig-live-")
+        self._closed = False
         try:
-            dslr.close()
+            dslr.open()
+            self.notes += _apply_dslr_settings(dslr, cfg)
+            self.grab = _preview_fn(dslr) if preview else None
+        except BaseException:
+            self.close()
+            raise
+        self.notes.append("live view (capture_preview)" if self.grab else "full captures (no live view)")
+
+    def _one(self, i: int) -> tuple[bytes, str]:
+        from acquisition.protocols import TRANSIENT_ERRORS
+
+        for attempt in range(CAPTURE_RETRIES + 1):
+            try:
+                if self.grab is not None:
+                    return self.grab(), ".jpg"
+                shot = self.dslr.capture(Path(self._tmp.name) / f"shot{i % 2}.jpg")
+                return Path(shot.path).read_bytes(), Path(shot.path).suffix.lower() or ".jpg"
+            except TRANSIENT_ERRORS:
+                if attempt == CAPTURE_RETRIES:
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def __iter__(self) -> Iterator[Any]:
+        from inference.live import SourceFrame
+
+        rig = getattr(self.dslr, "rig", None)
+        i = 0
+        while not self._closed:
+            if rig is not None and self.scene_frames > 0 and i % self.scene_frames == 0:
+                rig.set_scene(i // self.scene_frames)
+            data, suffix = self._one(i)
+            rgb = _decode_jpeg(data, self.dslr.model)
+            scene = f" scene {rig.scene_index}" if rig is not None else ""
+            name = f"{self.dslr.model}{scene} #{i}" + (" (preview)" if self.grab else "")
+            yield SourceFrame(rgb=rgb, name=name, original=data, original_suffix=suffix,
+                              meta={"preview": self.grab is not None})
+            i += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.dslr.close()
         finally:
-            tmp.cleanup()
+            self._tmp.cleanup()
 
 
 def open_source(spec: str, cfg: "RigConfig", *, preview: bool = True, scene_frames: int = DEFAULT_SCENE_FRAMES,
-                loop: bool = False, speed: float = 0.0, notes: list[str] | None = None) -> Iterator[Any]:
-    """The frame iterator for ``--source``."""
+                loop: bool = False, speed: float = 0.0, notes: list[str] | None = None) -> Any:
+    """The frames for ``--source`` (an iterable; a camera source is opened now and has ``close()``)."""
     kind, arg = parse_source(spec)
     if kind == "folder":
         list_images(Path(arg or ""))  # fail now, with one line, not inside the capture thread
@@ -255,10 +270,10 @@ def open_source(spec: str, cfg: "RigConfig", *, preview: bool = True, scene_fram
     if kind == "simulated":
         from acquisition.simulated import SimulatedDslr
 
-        return dslr_frames(SimulatedDslr(cfg), cfg, preview=False, scene_frames=scene_frames, notes=notes)
+        return DslrSource(SimulatedDslr(cfg), cfg, preview=False, scene_frames=scene_frames, notes=notes)
     from acquisition.devices import open_dslr
 
-    return dslr_frames(open_dslr(cfg), cfg, preview=preview, scene_frames=scene_frames, notes=notes)
+    return DslrSource(open_dslr(cfg), cfg, preview=preview, scene_frames=scene_frames, notes=notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,15 +289,6 @@ class Backend:
     model: str
     onnx: str | None = None
     engine: Any = None
-
-
-def default_model() -> str:
-    """The first shipped model, else the untrained 'd3net-lite' architecture."""
-    from inference.model import shipped_models
-
-    shipped = shipped_models()
-    preferred = [m for m in shipped if "2.8" in m or "2_8" in m]
-    return (preferred or shipped or ["d3net-lite"])[0]
 
 
 def _file_digest(path: Path) -> str:
@@ -319,7 +325,8 @@ def onnx_for(model_ref: str, size: tuple[int, int], cache_dir: Path | None = Non
 
 def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: int = 0,
                   size: tuple[int, int] = (645, 432), threads: int = 0, providers: tuple[str, ...] | None = None,
-                  trt_cache: Path | None = None, seed: int = 0, spin: bool = False) -> Backend:
+                  trt_cache: Path | None = None, seed: int = 0, spin: bool = False,
+                  onnx_cache: Path | None = None) -> Backend:
     """The inference function: onnxruntime (an .onnx file, or a torch model exported and cached) or
     torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None)."""
     if mc_samples == 1 or mc_samples < 0:
@@ -335,7 +342,7 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
     if backend == "onnx":
         from inference.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, DepthEngine, EngineConfig
 
-        path = Path(ref) if str(ref).endswith(".onnx") else onnx_for(ref, size)
+        path = Path(ref) if str(ref).endswith(".onnx") else onnx_for(ref, size, onnx_cache)
         cfg = EngineConfig(providers=tuple(providers or DEFAULT_PROVIDERS), threads=threads,
                            trt_cache_dir=Path(trt_cache or DEFAULT_TRT_CACHE), spin=spin)
         engine = DepthEngine(path, cfg, warm_size=size, mc=mc_samples >= 2)
@@ -443,6 +450,7 @@ class LiveOptions:
     panel: bool = True
     drop: bool = True
     speed: float = 0.0
+    onnx_cache: Path | None = None  # where torch models are exported (default $RIG_ONNX_CACHE or ~/.cache)
 
 
 def default_save_dir() -> Path:
@@ -451,10 +459,6 @@ def default_save_dir() -> Path:
 
 def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Build source, backend, recorder, sinks; run the loop; returns the summary (+ paths)."""
-    from inference.live import LiveLoop, LiveRecorder, stats_table
-    from rig.session import Session
-
-    size = tuple(int(v) for v in cfg.output.size_px)
     if opts.max_frames is not None and opts.max_frames < 1:
         raise RigError("--max-frames: must be >= 1")
     lo, hi = opts.depth_range_m
@@ -463,8 +467,24 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
     notes: list[str] = []
     source = open_source(opts.source, cfg, preview=opts.preview, scene_frames=opts.scene_frames,
                          loop=opts.loop_source, speed=opts.speed, notes=notes)
+    try:
+        return _run_live_with(cfg, opts, source, notes, print_fn)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list[str],
+                   print_fn: Callable[[str], None]) -> dict[str, Any]:
+    from inference.live import LiveLoop, LiveRecorder, stats_table
+    from rig.session import Session
+
+    size = tuple(int(v) for v in cfg.output.size_px)
+    lo, hi = opts.depth_range_m
     backend = build_backend(opts.model, backend=opts.backend, mc_samples=opts.mc_samples, size=size,  # type: ignore[arg-type]
-                            threads=opts.threads, providers=opts.providers, trt_cache=opts.trt_cache)
+                            threads=opts.threads, providers=opts.providers, trt_cache=opts.trt_cache,
+                            onnx_cache=opts.onnx_cache)
     save = Path(opts.save) if opts.save else default_save_dir()
     session = Session.create(save, cfg)
     info = {"source": opts.source, "model": backend.model, "onnx": backend.onnx, "engine": backend.description,
@@ -529,6 +549,8 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
             display.close()
         if server is not None:
             server.stop()
+        if backend.engine is not None:
+            backend.engine.close()
     for n in notes:
         if n.startswith(("live view", "full captures")):
             print_fn(f"source: {n}")
@@ -539,7 +561,8 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
              f"stopped by {summary.stopped_by}")
     print_fn(f"session: {session.path} (replay: rig replay {session.path})")
     out = summary.to_dict()
-    out.update({"session": str(session.path), "engine": backend.description, "model": backend.model})
+    out.update({"session": str(session.path), "engine": backend.description, "model": backend.model,
+                "onnx": backend.onnx})
     return out
 
 
@@ -613,13 +636,14 @@ def demo_step(ctx: "DemoContext") -> list[str]:
     shipped = shipped_models()
     model = default_model()
     out = ctx.out_dir / "live"
-    if out.exists() and any(out.iterdir()):
+    if (out / "session.yaml").is_file() and (out / "live" / "live.yaml").is_file():
         import shutil
 
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # the previous demo's live run (anything else there is left alone)
     frames = 3 if ctx.quick else 6
     opts = LiveOptions(source="simulated", model=model, mc_samples=0 if ctx.quick else 8, max_frames=frames,
-                       save=out, panel=False, drop=False, scene_frames=frames, threads=0)
+                       save=out, panel=False, drop=False, scene_frames=frames, threads=0,
+                       onnx_cache=ctx.out_dir / "onnx")
     lines: list[str] = []
     summary = run_live(cfg, opts, print_fn=lambda s: None)
     ctx.artifacts["live_session"] = out
@@ -627,5 +651,22 @@ def demo_step(ctx: "DemoContext") -> list[str]:
                                                          "a constant guess)"))
     lines.append(f"{summary['frames_output']} frame(s) through {summary['engine']}: {summary['fps']:.1f} FPS, "
                  f"median inference {(summary['median_ms'].get('infer') or 0):.0f} ms")
-    lines.append(f"recorded live session: {out} (rig replay {out})")
+    lines.append(f"recorded live session: {out}")
+    if summary.get("onnx"):  # replay it through the same inference: the same depth maps, byte for byte
+        from inference.live import read_jsonl
+        from rig.replay import ReplayOptions, run_replay
+
+        again = ctx.out_dir / "live-replay"
+        if (again / "session.yaml").is_file() and (again / "live" / "live.yaml").is_file():
+            import shutil
+
+            shutil.rmtree(again)
+        run_replay(out, ReplayOptions(through="infer", model=summary["onnx"], out=again,
+                                      mc_samples=opts.mc_samples), print_fn=lambda s: None)
+        a = read_jsonl(out / "live" / "results.jsonl")
+        b = read_jsonl(again / "live" / "results.jsonl")
+        same = len(a) == len(b) and all((out / "live" / x["depth"]).read_bytes()
+                                        == (again / "live" / y["depth"]).read_bytes() for x, y in zip(a, b))
+        lines.append(f"rig replay {out}: {len(b)} frame(s), depth maps "
+                     + ("identical to the live run's" if same else "DIFFER from the live run's"))
     return lines

@@ -165,14 +165,14 @@ def _session_items(rec: Recording, through: str, out: Path, notes: list[str]) ->
 
 
 def _live_items(rec: Recording, through: str) -> Iterator[tuple[float | None, Any]]:
-    from inference.live import SourceFrame, read_live_frames
-    from rig.imageio import read_rgb
+    from inference.live import read_frame_file, read_live_frames
 
     if through != "infer":
         raise RigError(f"{rec.path}: a live run has no depth to register; use --through infer")
     for e in read_live_frames(rec.path):
-        yield float(e["t_monotonic_s"]), SourceFrame(rgb=read_rgb(e["path"]), name=f"live#{e['index']}",
-                                                     meta={"live_index": int(e["index"])})
+        frame = read_frame_file(e["path"], f"live#{e['index']}")
+        frame.meta["live_index"] = int(e["index"])
+        yield float(e["t_monotonic_s"]), frame
 
 
 def _end_of_recording(exc: BaseException) -> bool:
@@ -351,10 +351,15 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
                                "out": str(out)}
     if opts.through == "register":
         n = 0
-        for _ in _paced(items, opts.speed):
-            n += 1
-            if opts.max_frames is not None and n >= opts.max_frames:
-                break
+        paced = _paced(items, opts.speed)
+        try:
+            for _ in paced:
+                n += 1
+                if opts.max_frames is not None and n >= opts.max_frames:
+                    break
+        finally:
+            paced.close()
+            items.close()  # releases a played-back device now
         summary.update({"registered": n, "wall_s": time.perf_counter() - t0})
         for note in notes:
             print_fn(note)
@@ -389,7 +394,11 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
         sinks.append(score)
     loop = LiveLoop(_paced(items, opts.speed), backend.infer, size=size, sinks=sinks, recorder=recorder,
                     drop=False, max_frames=opts.max_frames, queue_size=2)
-    result = loop.run()
+    try:
+        result = loop.run()
+    finally:
+        if backend.engine is not None:
+            backend.engine.close()
     for note in notes:
         print_fn(note)
     summary.update(result.to_dict())

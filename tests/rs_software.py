@@ -17,9 +17,14 @@ read-only RS2_OPTION_DEPTH_UNITS option. Quirks learned on librealsense 2.59.1:
 * ``rs.recorder(path, device)`` must exist before the sensors are opened; the file only accepts the
   ``.db3`` suffix, and it is complete only once the recorder (and every sensor obtained from it) is
   destroyed — :func:`record_db3` drops them and runs the garbage collector;
-* frames are recorded at arrival time, so a recording's duration is not ``n / fps``;
+* frames are recorded at arrival time, not at their ``timestamp``: unpaced injection gives a
+  recording a few milliseconds long (``paced=True`` spaces them 1/fps apart);
 * ``software_device.add_to(context)`` does not make the device visible to ``context.query_devices()``
   or to a pipeline, so pipelines can only be tested on recordings (:func:`playback_framesets`);
+  ``context.load_device(path)`` is listed, but the context holds it weakly (keep the returned device);
+* a syncer emits the very first frames of each stream alone, before it has seen the other stream;
+* ``rs.align`` leaves sparse zero holes even for identical cameras (~5 % of a 64x48 frame): compare
+  aligned values where both are non-zero;
 * ``rs.extrinsics.rotation`` is column-major.
 """
 

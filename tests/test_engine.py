@@ -140,3 +140,19 @@ def test_mc_dropout_is_reproducible_with_a_fresh_engine_and_varies_within_one(mo
     assert np.array_equal(m1, m2) and np.array_equal(s1, s2)  # same seeds, same call sequence
     assert not np.array_equal(runs[0][0][1], runs[0][1][1])  # the generator moves on between frames
     assert float(s1.mean()) > 0 and s1.shape == (64, 96)
+
+
+def test_parallel_decoder_workers_draw_independent_masks_deterministically(model_path):
+    """On CPU the chunks run on one decoder session per worker; each worker's dropout generators are
+    seeded apart, so two one-sample chunks on two workers differ (equal seeds would give std 0), and
+    a fresh engine reproduces the result."""
+    img = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    results = []
+    for _ in range(2):
+        eng = DepthEngine(model_path, cpu_cfg(warmup=0, mc_workers=2, mc_chunk=1), mc=True)
+        assert len(eng.decoders) == 2
+        results.append(eng.predict_mc(img, 2))
+        eng.close()
+    (m1, s1), (m2, s2) = results
+    assert float(s1.min()) > 0
+    assert np.array_equal(m1, m2) and np.array_equal(s1, s2)

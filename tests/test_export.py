@@ -137,7 +137,7 @@ def test_export_cli_prints_parity_and_writes_three_graphs(tmp_path, capsys):
     assert "parity depth 60x40: max |Δ| =" in text and "m (onnxruntime CPU vs torch)" in text
     assert "MC-dropout (32 samples)" in text
     assert all(p.is_file() for p in (out, *companion_paths(out)))
-    parity = read_onnx_meta(out)["parity_max_abs_m"]
+    parity = read_onnx_meta(out)["parity_max_abs"]
     assert max(parity.values()) < PARITY_M
 
 
@@ -171,11 +171,14 @@ def test_parity_at_the_dfd_size_645x432(tmp_path):
 
 
 @pytest.mark.slow
-def test_d3net_exports_with_expanded_skips(tmp_path):
-    """D3-Net concatenates its skips, so every trunk tensor is expanded to the samples."""
+def test_d3net_exports_with_its_trunk_and_decoder(tmp_path):
+    """The full D3-Net: every trunk tensor (a list in its trunk dict) becomes a named graph output."""
     torch.manual_seed(0)
     net = build_model("d3net").eval()
     out = tmp_path / "d3.onnx"
-    rep = export_model(net, out, height=64, width=96, dynamic=True, mc_check_samples=8)
+    rep = export_model(net, out, height=64, width=96, dynamic=True, mc_check_samples=16)
     assert rep.parity["depth 96x64"] < PARITY_M and rep.parity["depth 53x35"] < PARITY_M
-    assert read_onnx_meta(out)["expanded"] == ["pre", "skips.0", "skips.1", "skips.2", "skips.3"]
+    assert rep.parity["trunk 96x64"] < PARITY_M
+    meta = read_onnx_meta(out)
+    assert meta["arch"] == "d3net" and meta["trunk_outputs"][0] == "pre" and len(meta["trunk_outputs"]) > 1
+    assert 0.5 < rep.mc_check["std_ratio"] < 2.0

@@ -71,7 +71,7 @@ def test_fit_recovers_known_gaussian_blur():
     pairs = _synthetic_pairs("gaussian", truth_focus, truth_rho)
     cfg = load_rig_config("nikon_d200_xtion")
     res = fit_blur(pairs, cfg.lens("defocused"), 8.0, psfs=("gaussian",), focus_grid_n=14,
-                   rho_grid=(0.2, 0.3, 0.4, 0.6), refine_iters=6)
+                   rho_grid=(0.2, 0.3, 0.4, 0.6), refine_iters=10)
     b = res.best
     assert b.psf == "gaussian"
     assert b.focus_m == pytest.approx(truth_focus, rel=0.04)

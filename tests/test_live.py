@@ -2,9 +2,11 @@
 max frames, errors, SIGINT), the session it records, and the sources — simulated rig, folder, the
 gphoto2 virtual camera, the real outdoor pairs.
 
-Test double (documented): ``slow_infer`` — an inference function that sleeps a fixed time and returns
+Test doubles (documented): ``slow_infer`` — an inference function that sleeps a fixed time and returns
 a constant depth — stands in for a slow network where the test is about the queues' drop policy,
-so that the timing (inference much slower than capture) is certain on a busy machine.
+so that the timing (inference much slower than capture) is certain on a busy machine; and
+``LiveViewCamera``, a camera with live view: libgphoto2's virtual camera answers capture_preview with
+"Unsupported operation", so the live-view branch of the DSLR source has no real offline path.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vcamera import vcamera  # noqa: F401
+from vcamera import no_camera_env, vcamera  # noqa: F401
 
 from conftest import REPO, shared_subdir
-from inference.live import (LiveLoop, LiveRecorder, SourceFrame, StageQueue, colorize_fixed, read_jsonl,
+from inference.live import (LiveLoop, LiveRecorder, StageQueue, colorize_fixed, read_jsonl,
                             read_live_frames, resize_to)
 from rig.config import load_rig_config
 from rig.errors import DeviceError, RigError
@@ -279,6 +281,68 @@ def test_gphoto2_virtual_camera_as_the_live_dslr(tmp_path, vcamera, onnx_model):
     assert read_rgb(recorded[0]["path"]).shape == (432, 645, 3)  # 64x48 camera JPEG -> the output size
 
 
+class LiveViewCamera:
+    """Test double: a Dslr with live view (capture_preview -> JPEG bytes) and no other settings."""
+
+    model = "live-view test camera"
+
+    def __init__(self) -> None:
+        self.previews = 0
+        self.captures = 0
+        self.closed = False
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def settings(self) -> dict:
+        return {}
+
+    def capture(self, dest: Path):
+        self.captures += 1
+        raise AssertionError("a camera with live view is streamed, not captured")
+
+    def capture_preview(self) -> bytes:
+        from inference.live import encode_jpeg
+
+        self.previews += 1
+        return encode_jpeg(np.full((48, 64, 3), 10 * self.previews, np.uint8), 90)
+
+
+def test_dslr_source_streams_live_view_when_the_camera_has_it(tmp_path, onnx_model):
+    from rig.live import DslrSource
+
+    cam = LiveViewCamera()
+    notes: list[str] = []
+    source = DslrSource(cam, tiny_cfg(), preview=True, notes=notes)
+    assert "live view (capture_preview)" in notes
+    rec = LiveRecorder(tmp_path, {"source": "test"})
+    loop = LiveLoop(source, slow_infer, size=(80, 54), recorder=rec, drop=False, max_frames=3)
+    s = loop.run(handle_sigint=False)
+    assert s.frames_output == 3 and cam.captures == 0 and cam.closed
+    recorded = read_live_frames(tmp_path)
+    assert recorded[0]["meta"] == {"preview": True} and recorded[0]["source"].endswith("(preview)")
+    assert (tmp_path / "live" / recorded[0]["original"]).read_bytes()[:2] == b"\xff\xd8"
+    no_preview: list[str] = []
+    DslrSource(LiveViewCamera(), tiny_cfg(), preview=False, notes=no_preview).close()
+    assert "full captures (no live view)" in no_preview
+
+
+@pytest.mark.device
+def test_no_camera_fails_before_anything_is_recorded(tmp_path, capsys, onnx_model):
+    from rig.cli import main
+
+    pytest.importorskip("gphoto2")
+    with no_camera_env(tmp_path):
+        rc = main(["live", "--config", "nikon_d200_xtion", "--model", str(onnx_model), "--save",
+                   str(tmp_path / "never"), "--no-panel"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "no camera detected" in err and err.count("\n") == 1
+    assert not (tmp_path / "never").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_outdoor_pairs_through_the_live_loop(tmp_path, onnx_model):
@@ -302,9 +366,12 @@ def test_demo_step_runs_a_short_live_loop(tmp_path, monkeypatch):
     from rig.demo import DemoContext
     from rig.live import demo_step
 
-    monkeypatch.setenv("RIG_ONNX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RIG_ONNX_CACHE", str(tmp_path / "not-used"))
     ctx = DemoContext(out_dir=tmp_path, config=tiny_cfg(), scenes=1, quick=True)
     lines = demo_step(ctx)
     assert any("FPS" in line for line in lines) and ctx.artifacts["live_session"] == tmp_path / "live"
     assert len(read_live_frames(tmp_path / "live")) == 3
+    assert "identical to the live run's" in lines[-1]
+    assert (tmp_path / "onnx").is_dir() and not (tmp_path / "not-used").exists()  # self-contained
     assert json.loads(json.dumps(lines))  # printable
+    demo_step(ctx)  # a second demo replaces its own previous live run

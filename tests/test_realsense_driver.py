@@ -10,7 +10,7 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 (librealsense) not installed")
 
-from acquisition.protocols import DepthSensor, SettingRejected, read_depth_burst  # noqa: E402
+from acquisition.protocols import DepthSensor, DeviceTimeout, SettingRejected, read_depth_burst  # noqa: E402
 from acquisition.realsense_driver import (  # noqa: E402
     RealSenseSensor, detect, extrinsics_from_rs, intrinsics_from_rs)
 from rig.config import load_rig_config  # noqa: E402
@@ -124,6 +124,18 @@ def test_live_software_device_burst_and_db3_recording(tmp_path) -> None:
             np.testing.assert_array_equal(replay.read_ir(), ir[i])
 
 
+def test_live_stream_without_frames_times_out_in_one_line() -> None:
+    rig = sw.make_software_device(DEPTH_INTR)
+    cam = RealSenseSensor(64, 48, 30, device=rig.device, timeout_s=0.2)
+    with pytest.raises(DeviceError, match="not started"):
+        cam.read_depth()
+    with cam:
+        assert cam.read_ir() is None and cam.read_color() is None  # not enabled
+        with pytest.raises(DeviceTimeout) as err:
+            cam.read_depth()
+        assert "no depth frame within 0.2 s" in _one_line(err)
+
+
 def test_live_rejects_a_mode_the_device_does_not_offer() -> None:
     rig = sw.make_software_device(DEPTH_INTR)
     with pytest.raises(SettingRejected) as err:
@@ -202,9 +214,9 @@ def test_intrinsics_match_librealsense_projection_in_opencv_form(model) -> None:
     assert np.abs(ocv[:, 0] - lib).max() < 0.02
 
 
-def test_inexpressible_distortion_model_is_refused() -> None:
-    ri = sw.rs_intrinsics(Intrinsics(640, 480, 600.0, 605.0, 321.3, 238.7, (0.1, -0.2, 0.001, 0.002, 0.05)),
-                          "ftheta")
+@pytest.mark.parametrize("dist", [(0.1, -0.2, 0.001, 0.002, 0.05), (0.0,) * 5])
+def test_inexpressible_distortion_model_is_refused(dist) -> None:
+    ri = sw.rs_intrinsics(Intrinsics(640, 480, 600.0, 605.0, 321.3, 238.7, dist), "ftheta")
     with pytest.raises(DeviceError, match="cannot be expressed"):
         intrinsics_from_rs(ri)
 

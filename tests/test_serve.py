@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path

@@ -1,0 +1,260 @@
+"""Camera-independent depth from defocus (Wijayasingha et al., paper 2, Fig. 2).
+
+Two small U-Nets:
+
+1. the *blur network* predicts the per-pixel Gaussian blur λ (px, output resolution) from the
+   defocused RGB;
+2. the blur is corrected for the camera: σ_defocus = √(λ² − γ²) (γ: the in-focus blur) and divided
+   by the camera constant, b = σ_defocus / (ρ·k_cam) — which equals |d − d_f|/d, independent of the
+   camera (rig.optics: σ = ρ·ε, ε = k_cam·|d − d_f|/d, so paper 2's k_cam is ρ·k_cam_px here);
+3. the *depth network* takes the corrected blur b together with the RGB and the blur network's
+   encoder features (skip connections) and predicts depth (log-depth head).
+
+Every step of the correction is out-of-place: the public code's pitfall (an in-place edit that
+makes the "corrected" blur the uncorrected one) is guarded by tests/test_camind.py (depth changes
+with k_cam, ∂depth/∂k_cam ≠ 0, corrected ≠ uncorrected).
+
+Loss: L = L_depth + b_weight·L_blur, L_depth = mean |log d̂ − log d|, L_blur = mean |λ − σ_gt| with
+σ_gt = ρ·k_cam·|d − d_f|/d (:func:`blur_target_px`).
+
+:func:`run_cross_camera_experiment` trains on some cameras (k_cam values) and tests on others,
+for three variants (paper 2 Table 3): no k_cam (the blur goes uncorrected to the depth network),
+ground-truth k_cam, and an estimated k_cam (e.g. from ``rig calibrate blur``) at test time.
+Inputs are arrays (images + depth), so this module imports no acquisition code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rig import optics
+
+METRICS = ("delta1", "delta2", "delta3", "rel", "rms", "log10")
+
+
+# ------------------------------------------------------------------------------------------ model
+def _conv(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+                         nn.Conv2d(out_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class SmallUNet(nn.Module):
+    """3-level U-Net: (B, in_ch, H, W) -> (B, out_ch, H, W) (H, W multiples of 4), with optional extra
+    skip features ``extra`` (list of 3 maps at 1, 1/2, 1/4 resolution) concatenated at each level."""
+
+    def __init__(self, in_ch: int, out_ch: int, base: int = 16, extra_ch: Sequence[int] = (0, 0, 0)) -> None:
+        super().__init__()
+        c1, c2, c3 = base, 2 * base, 4 * base
+        self.e1 = _conv(in_ch + extra_ch[0], c1)
+        self.e2 = _conv(c1 + extra_ch[1], c2)
+        self.e3 = _conv(c2 + extra_ch[2], c3)
+        self.u2 = _conv(c3 + c2, c2)
+        self.u1 = _conv(c2 + c1, c1)
+        self.head = nn.Conv2d(c1, out_ch, 1)
+        self.channels = (c1, c2, c3)
+
+    def forward(self, x: torch.Tensor, extra: Sequence[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        cat = (lambda t, i: torch.cat([t, extra[i]], 1)) if extra is not None else (lambda t, i: t)
+        f1 = self.e1(cat(x, 0))
+        f2 = self.e2(cat(F.avg_pool2d(f1, 2), 1))
+        f3 = self.e3(cat(F.avg_pool2d(f2, 2), 2))
+        y = self.u2(torch.cat([F.interpolate(f3, scale_factor=2.0, mode="bilinear", align_corners=False), f2], 1))
+        y = self.u1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False), f1], 1))
+        return self.head(y), [f1, f2, f3]
+
+
+@dataclass
+class CamIndOutput:
+    """All (B, 1, H, W): depth_m, lambda_px (predicted blur), sigma_defocus_px, corrected (the blur
+    handed to the depth network: σ_defocus/(ρ·k_cam), or σ_defocus itself without k_cam)."""
+
+    depth_m: torch.Tensor
+    lambda_px: torch.Tensor
+    sigma_defocus_px: torch.Tensor
+    corrected: torch.Tensor
+
+
+class CamIndDFD(nn.Module):
+    """Blur network -> camera correction -> depth network (paper 2 Fig. 2).
+
+    use_k_cam False is the "no k_cam" baseline: the same networks, the blur uncorrected.
+    rho: σ = ρ·ε (the rig's blur.rho); depth_scale_m: initial depth (log-depth head bias).
+    Input RGB in [0, 1], (B, 3, H, W), H and W multiples of 4.
+    """
+
+    def __init__(self, base: int = 16, rho: float = optics.PAPER1_RHO, use_k_cam: bool = True,
+                 depth_scale_m: float = 2.5) -> None:
+        super().__init__()
+        self.rho, self.use_k_cam = float(rho), bool(use_k_cam)
+        self.blur_net = SmallUNet(3, 1, base)
+        self.depth_net = SmallUNet(4, 1, base, extra_ch=self.blur_net.channels)
+        with torch.no_grad():
+            self.depth_net.head.bias.fill_(math.log(depth_scale_m))
+
+    def correct(self, lambda_px: torch.Tensor, k_cam_px: torch.Tensor, gamma_px: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(σ_defocus, corrected) from λ (B, 1, H, W), k_cam (B,) and γ (B,) — out-of-place only."""
+        g = gamma_px.to(lambda_px).view(-1, 1, 1, 1)
+        sig = torch.sqrt(torch.clamp(lambda_px * lambda_px - g * g, min=1e-6))
+        if not self.use_k_cam:
+            return sig, sig
+        k = k_cam_px.to(lambda_px).view(-1, 1, 1, 1)
+        return sig, sig / (self.rho * k)
+
+    def forward(self, rgb: torch.Tensor, k_cam_px: torch.Tensor | float, gamma_px: torch.Tensor | float = 0.0
+                ) -> CamIndOutput:
+        b = rgb.shape[0]
+        k = torch.as_tensor(k_cam_px, dtype=rgb.dtype, device=rgb.device).expand(b) if not (
+            isinstance(k_cam_px, torch.Tensor) and k_cam_px.numel() == b) else k_cam_px
+        g = torch.as_tensor(gamma_px, dtype=rgb.dtype, device=rgb.device)
+        g = g.expand(b) if g.numel() == 1 else g
+        raw, feats = self.blur_net(rgb)
+        lam = F.softplus(raw)
+        sig, corrected = self.correct(lam, k, g)
+        log_d, _ = self.depth_net(torch.cat([rgb, corrected], 1), extra=feats)
+        return CamIndOutput(torch.exp(log_d), lam, sig, corrected)
+
+
+def blur_target_px(depth_m: torch.Tensor, k_cam_px: torch.Tensor, focus_m: float, rho: float) -> torch.Tensor:
+    """Ground-truth Gaussian σ (px): ρ·k_cam·|d − d_f|/d; depth (B, 1, H, W), k_cam (B,)."""
+    return rho * k_cam_px.view(-1, 1, 1, 1) * torch.abs(depth_m - focus_m) / depth_m
+
+
+def camind_loss(out: CamIndOutput, depth_m: torch.Tensor, k_cam_px: torch.Tensor, focus_m: float, rho: float,
+                b_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_depth (mean |log d̂ − log d|) + b_weight · L_blur (mean |λ − σ_gt|); returns (loss, parts)."""
+    l_depth = torch.mean(torch.abs(torch.log(out.depth_m) - torch.log(depth_m)))
+    l_blur = torch.mean(torch.abs(out.lambda_px - blur_target_px(depth_m, k_cam_px, focus_m, rho)))
+    return l_depth + b_weight * l_blur, {"depth": float(l_depth.detach()), "blur": float(l_blur.detach())}
+
+
+@torch.no_grad()
+def predict_camind(model: CamIndDFD, rgb: np.ndarray, k_cam_px: float, gamma_px: float = 0.0) -> np.ndarray:
+    """Depth (H, W) float32 m from one defocused RGB (H, W, 3) uint8 or float [0, 1] at the model's
+    (output) resolution; k_cam_px / gamma_px: the rig config's blur.k_cam_px / blur.gamma_px
+    (``rig calibrate blur``). Reflect-pads to a multiple of 4 and crops back."""
+    model.eval()
+    a = np.asarray(rgb)
+    x = torch.from_numpy(a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)).permute(2, 0, 1)[None]
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 4, (-w) % 4
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+    out = model(x, float(k_cam_px), float(gamma_px))
+    return out.depth_m[0, 0, :h, :w].numpy().astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ experiment
+@dataclass(frozen=True)
+class CameraSet:
+    """Defocused views of the same scenes through one camera: rgb (N, H, W, 3) float32 [0, 1] (sRGB),
+    depth (N, H, W) m, true k_cam_px (diameter convention, output px), gamma_px, and an estimated
+    k_cam (e.g. blur calibration) for the 'estimated' variant."""
+
+    name: str
+    rgb: np.ndarray
+    depth_m: np.ndarray
+    k_cam_px: float
+    gamma_px: float = 0.0
+    k_cam_est_px: float | None = None
+
+
+def _metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    d, g = np.clip(pred.astype(np.float64), 1e-3, None), gt.astype(np.float64)
+    ratio = np.maximum(d / g, g / d)
+    return {"delta1": float(np.mean(ratio < 1.25)), "delta2": float(np.mean(ratio < 1.25 ** 2)),
+            "delta3": float(np.mean(ratio < 1.25 ** 3)), "rel": float(np.mean(np.abs(d - g) / g)),
+            "rms": float(np.sqrt(np.mean((d - g) ** 2))), "log10": float(np.mean(np.abs(np.log10(d) - np.log10(g))))}
+
+
+def train_camind(model: CamIndDFD, train: Sequence[CameraSet], focus_m: float, steps: int, crop_hw: tuple[int, int],
+                 batch: int = 4, lr: float = 2e-3, b_weight: float = 1.0, seed: int = 0,
+                 log: Callable[[str], None] | None = None) -> list[float]:
+    """Adam on random crops of random (camera, scene) pairs; returns the loss per step."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    ch, cw = crop_hw
+    losses = []
+    model.train()
+    for step in range(steps):
+        xs, ds, ks, gs = [], [], [], []
+        for _ in range(batch):
+            cam = train[int(rng.integers(len(train)))]
+            i = int(rng.integers(cam.rgb.shape[0]))
+            h, w = cam.depth_m.shape[1:]
+            y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+            xs.append(cam.rgb[i, y0:y0 + ch, x0:x0 + cw])
+            ds.append(cam.depth_m[i, y0:y0 + ch, x0:x0 + cw])
+            ks.append(cam.k_cam_px)
+            gs.append(cam.gamma_px)
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+        d = torch.from_numpy(np.stack(ds))[:, None]
+        k = torch.tensor(ks, dtype=torch.float32)
+        out = model(x, k, torch.tensor(gs, dtype=torch.float32))
+        loss, _ = camind_loss(out, d, k, focus_m, model.rho, b_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if log and (step % max(1, steps // 5) == 0 or step == steps - 1):
+            log(f"step {step}: loss {float(loss.detach()):.4f}")
+    return losses
+
+
+@torch.no_grad()
+def evaluate_camind(model: CamIndDFD, cam: CameraSet, k_cam_px: float) -> dict[str, float]:
+    """Metrics over all pixels of the camera's images, the model given ``k_cam_px``."""
+    model.eval()
+    preds = [predict_camind(model, cam.rgb[i], k_cam_px, cam.gamma_px) for i in range(cam.rgb.shape[0])]
+    return _metrics(np.stack(preds), cam.depth_m)
+
+
+def run_cross_camera_experiment(train: Sequence[CameraSet], test: Sequence[CameraSet], focus_m: float,
+                                steps: int = 300, crop_hw: tuple[int, int] = (96, 128), batch: int = 4,
+                                base: int = 16, rho: float = optics.PAPER1_RHO, seed: int = 0,
+                                log: Callable[[str], None] | None = None) -> list[dict]:
+    """Paper 2 Table 3's shape: rows (variant, test camera) with δ1–3, REL, RMSE, log10.
+
+    Variants: 'no k_cam' (trained and tested uncorrected), 'gt k_cam' (true k_cam at train and test),
+    'est k_cam' (the gt-trained model given each test camera's k_cam_est_px, if any).
+    """
+    torch.set_num_threads(1)
+    rows = []
+    for variant, use_k in (("no k_cam", False), ("gt k_cam", True)):
+        torch.manual_seed(seed)
+        model = CamIndDFD(base=base, rho=rho, use_k_cam=use_k, depth_scale_m=float(np.median(train[0].depth_m)))
+        t0 = time.perf_counter()
+        train_camind(model, train, focus_m, steps, crop_hw, batch, seed=seed, log=log)
+        if log:
+            log(f"{variant}: trained {steps} steps in {time.perf_counter() - t0:.1f} s")
+        for cam in test:
+            rows.append({"variant": variant, "camera": cam.name, "k_cam_px": cam.k_cam_px,
+                         **evaluate_camind(model, cam, cam.k_cam_px)})
+        if use_k:
+            for cam in test:
+                if cam.k_cam_est_px is not None:
+                    rows.append({"variant": "est k_cam", "camera": cam.name, "k_cam_px": cam.k_cam_est_px,
+                                 **evaluate_camind(model, cam, cam.k_cam_est_px)})
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table of :func:`run_cross_camera_experiment`'s rows."""
+    head = "| variant | test camera | k_cam used (px) | δ1 ↑ | δ2 ↑ | δ3 ↑ | REL ↓ | RMSE (m) ↓ | log10 ↓ |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['camera']} | {r['k_cam_px']:.3f} | {r['delta1']:.3f} | {r['delta2']:.3f} "
+                     f"| {r['delta3']:.3f} | {r['rel']:.3f} | {r['rms']:.3f} | {r['log10']:.3f} |")
+    return "\n".join(lines)
