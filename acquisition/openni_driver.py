@@ -118,6 +118,23 @@ def _stop_all_at_exit() -> None:
             pass
     if _PARKED:
         time.sleep(STOP_GRACE_S)
+        _forget_parked_streams()
+
+
+def _forget_parked_streams() -> None:
+    """At exit, leave OpenNI2 to the OS when Dummy-like streams were parked.
+
+    Their driver threads were never joined and their device is closed: ``oniShutdown`` (openni's own
+    atexit ``unload()``) then destroys those streams and segfaulted the interpreter at exit, every
+    time once librealsense was loaded in the same process (seen in the full test suite). The process
+    is ending, so skipping the shutdown loses nothing: recordings were finalised in ``stop()``.
+    """
+    try:
+        from openni import openni2
+    except ImportError:
+        return
+    openni2._openni2_initialized = False  # makes openni2.unload() a no-op
+    _PARKED.clear()
 
 
 def load_openni2(search_dirs: list[Path] | None = None) -> Any:

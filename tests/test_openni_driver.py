@@ -199,3 +199,15 @@ def test_missing_openni_package_is_reported(monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(DeviceError, match="pip install openni"):
         load_openni2()
+
+
+def test_process_exits_cleanly_after_dummy_and_librealsense() -> None:
+    """Regression: OpenNI2's shutdown of parked Dummy streams segfaulted the interpreter at exit
+    once librealsense was loaded too (the whole suite exited 139 after every test passed)."""
+    pytest.importorskip("pyrealsense2")
+    code = ("from acquisition.openni_driver import OpenNISensor\n"
+            "s = OpenNISensor(320, 240, 30, uri='Dummy'); s.start(); s.read_depth(); s.stop()\n"
+            "import pyrealsense2 as rs\n"
+            "rs.context().query_devices()\n"
+            "print('done')\n")
+    assert _fresh_python(code) == "done"
