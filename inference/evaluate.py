@@ -76,7 +76,7 @@ def plot_depth_bins(bins: Any, out: Path, title: str) -> Path:
     ax1.set_title(title)
     ax1.grid(alpha=0.3)
     test = np.asarray(bins.count_test, dtype=float)
-    ax2.step(edges[:-1], test / max(test.sum(), 1), where="post", label="test", color="tab:blue")
+    ax2.step(edges[:-1], test / max(test.sum(), 1), where="post", label="evaluated", color="tab:blue")
     if bins.count_train is not None:
         train = np.asarray(bins.count_train, dtype=float)
         ax2.step(edges[:-1], train / max(train.sum(), 1), where="post", label="train", color="tab:green")

@@ -73,13 +73,37 @@ class McDropout(nn.Module):
         if x.shape[0] % k:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of the {k} dropout samples")
         b = x.shape[0] // k
-        keep = 1.0 - self.p
-        masks = [torch.rand((b, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype) < keep
-                 for g in self.generators]
-        return x * torch.cat(masks).to(x.dtype) / keep
+        mask = torch.empty_like(x)
+        for i, g in enumerate(self.generators):
+            mask[i * b:(i + 1) * b] = sample_keep_mask((b, *x.shape[1:]), 1.0 - self.p, g, x.device)
+        return x * mask.mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+_BIT_SHIFTS: dict[str, torch.Tensor] = {}
+
+
+def sample_keep_mask(shape: tuple[int, ...], keep: float, generator: torch.Generator,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """A {0, 1} uint8 mask of ``shape``, each element 1 with probability ``keep``, from ``generator``.
+
+    For keep = 0.5 (paper 1's dropout) every element takes one bit of 64-bit random words — about
+    five times cheaper than one uniform float per element, which matters for 50 MC-dropout samples.
+    """
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if keep == 0.5:
+        key = str(device)
+        if key not in _BIT_SHIFTS:
+            _BIT_SHIFTS[key] = torch.arange(8, dtype=torch.uint8, device=device)
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64, generator=generator,
+                              device=device)
+        bits = (words.view(torch.uint8).unsqueeze(-1) >> _BIT_SHIFTS[key]) & 1
+        return bits.reshape(-1)[:n].view(shape)
+    return (torch.rand(shape, generator=generator, device=device) < keep).to(torch.uint8)
 
 
 class mc_dropout_masks:  # noqa: N801 — used as a context manager

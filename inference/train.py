@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from rig.config import _REQUIRED, Spec, _f, _i, _s, _validate, read_yaml  # noqa: F401 — shared schema machinery
+from rig.config import Spec, _f, _i, _s, _validate, read_yaml  # the rig config schema machinery
 from rig.errors import ConfigError, RigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -481,3 +481,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             print(f"done: {summary['epoch']} epochs in {out}")
     return 0
+
+
+def ship_model(best_path: str | Path, out_path: str | Path, note: str = "") -> Path:
+    """Write a run's ``best.pt`` as a shipped fp16 model file (``models/<name>.pt``), keeping its
+    metadata (architecture, input, training image size, validation ids and metrics)."""
+    from inference.model import export_fp16, load_model
+
+    loaded = load_model(best_path)
+    meta = {**loaded.meta, "shipped_from": str(best_path)}
+    if note:
+        meta["note"] = note
+    return export_fp16(loaded.model, Path(out_path), meta)

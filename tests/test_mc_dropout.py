@@ -42,3 +42,15 @@ def test_seed_controls_masks_and_mean_is_sample_average() -> None:
     # outside MC the network is deterministic (dropout off in eval mode)
     with torch.inference_mode():
         assert torch.equal(model(x), model(x))
+
+
+def test_keep_masks_are_bernoulli_and_generator_driven() -> None:
+    from inference.model import sample_keep_mask
+
+    for keep in (0.5, 0.8):
+        g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+        a = sample_keep_mask((4, 32, 20, 30), keep, g1)
+        assert a.dtype == torch.uint8 and set(a.unique().tolist()) == {0, 1}
+        assert abs(float(a.float().mean()) - keep) < 0.01
+        assert torch.equal(a, sample_keep_mask((4, 32, 20, 30), keep, g2))  # same seed, same mask
+        assert not torch.equal(a, sample_keep_mask((4, 32, 20, 30), keep, g1))  # the stream advances

@@ -128,3 +128,40 @@ def test_resize_for_model_downsamples_full_frames() -> None:
     small = np.zeros((432, 645, 3), np.uint8)
     assert resize_for_model(small, (645, 432)) is small
     assert resize_for_model(big, None) is big
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() -> None:
+    """Each shipped model, on the real DFD validation images it recorded (read straight from the
+    shared data, depth paired by nearest timestamp), reproduces its recorded metrics and beats a
+    constant prediction of the mean training depth."""
+    from conftest import shared_subdir
+
+    from inference.data import capture_time
+    from inference.metrics import depth_metrics, mean_metrics
+    from rig.imageio import read_depth_m, read_rgb
+
+    src = shared_subdir("dfd_indoor/train")
+    shipped = M.shipped_models()
+    if not shipped:
+        pytest.skip("no model shipped in models/")
+    depth_files = sorted((src / "depth").glob("*.png"))
+    depth_times = [capture_time(p.stem) for p in depth_files]
+    for name in shipped:
+        loaded = M.load_model(name)
+        meta = loaded.meta
+        model_m, const_m = [], []
+        for sid in meta["val_ids"]:
+            t = capture_time(sid)
+            gaps = [abs((t - dt).total_seconds()) for dt in depth_times]
+            j = int(np.argmin(gaps))
+            assert gaps[j] < 0.5
+            gt = read_depth_m(depth_files[j])
+            rgb = read_rgb(src / meta["input"] / f"{sid}.JPG")
+            pred = predict_image(loaded.model, rgb).depth_m
+            model_m.append(depth_metrics(pred, gt))
+            const_m.append(depth_metrics(np.full_like(gt, meta["depth_scale_m"]), gt))
+        mm, cm = mean_metrics(model_m), mean_metrics(const_m)
+        assert mm["rel"] == pytest.approx(meta["val"]["rel"], abs=0.01)
+        assert mm["rel"] < cm["rel"] and mm["rms"] < cm["rms"] and mm["delta1"] > cm["delta1"] + 0.05, name

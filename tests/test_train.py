@@ -153,6 +153,11 @@ def test_loss_decreases_and_files_are_written(tiny_data: Path, tmp_path: Path) -
     best = load_model(tmp_path / "run" / "best.pt")
     assert best.meta["val_carved"] and len(best.meta["val_ids"]) == 2  # one 2-capture scene
     assert best.meta["image_size_px"] == [64, 48]
+    from inference.train import ship_model
+
+    shipped = load_model(ship_model(tmp_path / "run" / "best.pt", tmp_path / "shipped.pt"))
+    assert shipped.meta["val_ids"] == best.meta["val_ids"] and shipped.meta["val"]["rel"] == best.meta["val"]["rel"]
+    assert next(iter(torch.load(tmp_path / "shipped.pt", weights_only=True)["state_dict"].values())).dtype == torch.float16
 
 
 def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
