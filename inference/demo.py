@@ -17,7 +17,8 @@ def _demo_model(out_dir: Path) -> tuple[str, str]:
 
     shipped = MODELS_DIR / f"{DEMO_MODEL}{SHIPPED_SUFFIX}"
     if shipped.is_file():
-        return str(shipped), f"shipped model {DEMO_MODEL}"
+        return str(shipped), (f"shipped model {DEMO_MODEL} (trained on the real DFD indoor images: expect "
+                              "large errors on the simulated rig's scenes)")
     path = out_dir / "model" / "d3net-lite-untrained.pt"
     export_fp16(build_model("d3net-lite"), path, {"arch": "d3net-lite", "input": "N2_8", "untrained": True})
     return str(path), "untrained d3net-lite (no shipped model found)"
@@ -74,7 +75,8 @@ def predict_step(ctx: "DemoContext") -> list[str]:
     records = predict_files(model_ref, inputs, pred_dir, mc_samples=mc, colorize_out=True)
     images: list[tuple[Any, str]] = []
     for r in records:
-        stem = Path(r["input"]).stem
+        stem = r["stem"]
+        images.append((Path(r["input"]), f"{stem}: input (f/2.8)"))
         images.append((pred_dir / f"{stem}_color.png", f"{stem}: depth (median {r['median_depth_m']:.2f} m)"))
         images.append((pred_dir / f"{stem}_std_color.png",
                        f"{stem}: MC-dropout σ, {mc} samples (mean {r['mean_std_m'] * 100:.1f} cm)"))

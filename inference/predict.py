@@ -128,11 +128,15 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
     loaded = load_model(model_ref, device=device)
     target = loaded.meta.get("image_size_px") if resize == "auto" else None
     records = []
+    used: set[str] = set()
     for f in inputs:
+        # same-named inputs from different folders (session raw/<id>/defocused.jpg) get the folder prefixed
+        stem = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
+        used.add(stem)
         rgb = resize_for_model(read_rgb(f), tuple(target) if target else None)
         pred = predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed, device=device)
-        files = write_prediction(out_dir, f.stem, pred, colorize_out)
-        records.append({"input": str(f), "size_px": [rgb.shape[1], rgb.shape[0]],
+        files = write_prediction(out_dir, stem, pred, colorize_out)
+        records.append({"input": str(f), "stem": stem, "size_px": [rgb.shape[1], rgb.shape[0]],
                         "outputs": [str(p) for p in files],
                         "median_depth_m": float(np.median(pred.depth_m)),
                         "mean_std_m": None if pred.std_m is None else float(pred.std_m.mean())})

@@ -66,13 +66,19 @@ def _metrics_table(rows: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[st
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def _place(src: Path, out_dir: Path) -> str:
-    """Copy ``src`` into ``out_dir`` unless it is already there; returns the relative name."""
+def _place(src: Path, out_dir: Path, used: set[str]) -> str:
+    """Copy ``src`` into ``out_dir`` unless it is already there, under a name not yet used by this
+    page (inputs from different folders may share a name); returns the relative name."""
     src = Path(src)
-    dst = out_dir / src.name
-    if src.resolve() != dst.resolve():
-        shutil.copy2(src, dst)
-    return src.name
+    name = src.name
+    if src.resolve() != (out_dir / name).resolve():
+        i = 1
+        while name in used:
+            name = f"{src.stem}_{i}{src.suffix}"
+            i += 1
+        shutil.copy2(src, out_dir / name)
+    used.add(name)
+    return name
 
 
 def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None = None,
@@ -95,6 +101,7 @@ def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None 
         raise RigError(f"{eval_dir}: no metrics.json; run `rig eval ... --out {eval_dir}` first")
     out_dir = Path(out_dir) if out_dir else eval_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
     title = title or f"Depth evaluation: {Path(res.get('model', 'model')).name}"
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if res:
@@ -118,12 +125,12 @@ def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None 
                                                    for k, v in tr.items()) + "</p>")
     figs = res.get("figures", {})
     if "depth_bins" in figs and (eval_dir / figs["depth_bins"]).is_file():
-        name = _place(eval_dir / figs["depth_bins"], out_dir)
+        name = _place(eval_dir / figs["depth_bins"], out_dir, used)
         parts.append(f"<h2>Error per depth</h2><figure><img src='{html.escape(name)}' alt='RMS per depth bin'>"
                      "<figcaption>RMS error per ground-truth depth bin (top) and the distribution of training "
                      "and evaluated depths (bottom), as paper 1 Fig. 8.</figcaption></figure>")
     if "grid" in figs and (eval_dir / figs["grid"]).is_file():
-        name = _place(eval_dir / figs["grid"], out_dir)
+        name = _place(eval_dir / figs["grid"], out_dir, used)
         parts.append(f"<h2>Examples</h2><figure><img src='{html.escape(name)}' alt='qualitative grid'>"
                      "<figcaption>RGB input, ground truth, prediction, absolute error and MC-dropout "
                      "uncertainty (standard deviation).</figcaption></figure>")
@@ -133,7 +140,7 @@ def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None 
             parts.append(f"<p>{html.escape(sec['text'])}</p>")
         figs_html = []
         for path, caption in sec.get("images", []):
-            name = _place(Path(path), out_dir)
+            name = _place(Path(path), out_dir, used)
             figs_html.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'>"
                              f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         parts.append(f"<div class='grid'>{''.join(figs_html)}</div>")

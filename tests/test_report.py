@@ -102,3 +102,23 @@ def test_demo_predict_step_writes_report(tmp_path: Path) -> None:
     std = cv2.imread(str(ctx.artifacts["predictions"] / f"{sorted(p.stem for p in (root / 'test' / 'N2_8').iterdir())[0]}_std.png"),
                      cv2.IMREAD_UNCHANGED)
     assert std is not None and std.dtype == np.uint16
+
+
+def test_demo_predict_step_on_session_images_keeps_same_named_inputs_apart(tmp_path: Path) -> None:
+    from inference.demo import predict_step
+    from rig.config import load_rig_config
+    from rig.demo import DemoContext
+    from rig.imageio import write_image
+
+    rng = np.random.default_rng(0)
+    for cid in ("c1", "c2"):
+        write_image(tmp_path / "session" / "raw" / cid / "defocused.jpg", rng.integers(0, 255, (48, 64, 3), np.uint8))
+    ctx = DemoContext(out_dir=tmp_path / "demo", config=load_rig_config("simulated"), scenes=2, quick=True,
+                      artifacts={"session": tmp_path / "session"})
+    predict_step(ctx)
+    preds = sorted(p.name for p in ctx.artifacts["predictions"].glob("*.png"))
+    assert preds == sorted(f"{s}{k}.png" for s in ("defocused", "c2_defocused") for k in ("", "_std", "_color", "_std_color"))
+    html = ctx.artifacts["report"].read_text()
+    srcs = re.findall(r"src='([^']+)'", html)
+    assert len(srcs) == 6 and len(set(srcs)) == 6  # input, depth, σ per image, no name clash
+    assert "<h2>Metrics</h2>" not in html  # no ground truth without a dataset
