@@ -258,3 +258,55 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['camera']} | {r['k_cam_px']:.3f} | {r['delta1']:.3f} | {r['delta2']:.3f} "
                      f"| {r['delta3']:.3f} | {r['rel']:.3f} | {r['rms']:.3f} | {r['log10']:.3f} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ files
+CAMIND_ARCH = "camind"
+
+
+def save_camind(model: CamIndDFD, path, meta: dict) -> "Path":
+    """Write ``{'arch': 'camind', 'state_dict' (float32), 'meta'}`` atomically. ``meta`` should hold
+    focus_m (the focus distance the depth network learned), train_k_cam_px and image_size_px; the
+    constructor arguments (base, rho, use_k_cam) are added here."""
+    import io
+    from pathlib import Path
+
+    from rig.imageio import atomic_write_bytes
+
+    full = {**meta, "base": int(model.blur_net.channels[0]), "rho": model.rho, "use_k_cam": model.use_k_cam}
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"arch": CAMIND_ARCH, "state_dict": sd, "meta": full}, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def is_camind_file(path) -> bool:
+    """True when ``path`` is a file written by :func:`save_camind`."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 — not ours
+        return False
+    return isinstance(obj, dict) and obj.get("arch") == CAMIND_ARCH
+
+
+def load_camind(path) -> tuple[CamIndDFD, dict]:
+    """(model in eval mode, meta) from a :func:`save_camind` file; RigError (one line) otherwise."""
+    from rig.errors import RigError
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — any unreadable file is a user error
+        raise RigError(f"{path}: not a readable model file ({str(e).strip().splitlines()[0][:120]})") from None
+    if not isinstance(obj, dict) or obj.get("arch") != CAMIND_ARCH:
+        raise RigError(f"{path}: not a camera-independent (camind) model file")
+    meta = dict(obj.get("meta", {}))
+    model = CamIndDFD(base=int(meta.get("base", 16)), rho=float(meta.get("rho", optics.PAPER1_RHO)),
+                      use_k_cam=bool(meta.get("use_k_cam", True)))
+    try:
+        model.load_state_dict({k: v.float() if torch.is_floating_point(v) else v
+                               for k, v in obj["state_dict"].items()})
+    except RuntimeError as e:
+        raise RigError(f"{path}: weights do not fit the camind network ({str(e).splitlines()[0][:120]})") from None
+    model.eval()
+    return model, meta
