@@ -56,7 +56,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="predict depth (16-bit mm PNG) for an image or a folder",
                        description="Predict depth for each image; writes <basename>.png (16-bit depth in mm), "
-                       "with --mc-samples also <basename>_std.png (MC-dropout std in mm).")
+                       "with --mc-samples also <basename>_std.png (MC-dropout std in mm). A camera-independent "
+                       "(camind) model uses the --config camera's k_cam and γ.")
     p.add_argument("--model", required=True, help="model file, run folder or shipped name (dfd-n2.8, dfd-n8)")
     p.add_argument("--input", required=True, help="image file or folder of images")
     p.add_argument("--out", required=True, help="output folder")
@@ -67,6 +68,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="auto: area-downsample images much wider than the model's training images")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--config", help="camera-independent (camind) models: rig config file or preset whose "
+                   "blur.k_cam_px (else thin-lens k_cam) and blur.gamma_px are used (default simulated)")
+    p.add_argument("--k-cam-px", type=float, help="camind models: k_cam in the config's output px (overrides "
+                   "the config)")
+    p.add_argument("--gamma-px", type=float, help="camind models: in-focus blur γ in the config's output px "
+                   "(overrides the config)")
     p.set_defaults(func=_lazy("inference.predict:cmd_predict"))
 
     p = sub.add_parser("report", help="HTML report of an evaluation (open report.html in a browser)",

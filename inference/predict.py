@@ -4,6 +4,10 @@
 image, ``<basename>.png`` (16-bit depth in millimetres), with ``--mc-samples K`` also
 ``<basename>_std.png`` (16-bit MC-dropout standard deviation in millimetres), and with
 ``--colorize`` colour versions ``<basename>_color.png`` / ``<basename>_std_color.png``.
+
+A camera-independent model (``inference.camind``, detected from the file) takes the camera's k_cam
+and γ from ``--config`` (rig preset or YAML; ``blur.k_cam_px`` from ``rig calibrate blur --write``,
+else the thin-lens value) or from ``--k-cam-px`` / ``--gamma-px``; see :mod:`inference.camind_use`.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from rig.errors import RigError
+
+if TYPE_CHECKING:
+    from inference.camind_use import CamindRunner
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -120,27 +127,81 @@ def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: b
 
 def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samples: int = 0,
                   colorize_out: bool = False, seed: int = 0, device: str = "cpu",
-                  resize: str = "auto") -> list[dict[str, Any]]:
-    """Predict every input image into ``out_dir``; returns one record per image."""
-    from inference.model import load_model
+                  resize: str = "auto", camind: "CamindRunner | None" = None) -> list[dict[str, Any]]:
+    """Predict every input image into ``out_dir``; returns one record per image.
+
+    A camera-independent model (``camind``: an :class:`inference.camind_use.CamindRunner`, or a camind
+    file as ``model_ref``, then with the simulated preset's constants) runs on the CPU with the
+    camera's k_cam / γ scaled to each image's width; its records add ``k_cam_px`` and ``gamma_px``.
+    """
     from rig.imageio import read_rgb
 
-    loaded = load_model(model_ref, device=device)
-    target = loaded.meta.get("image_size_px") if resize == "auto" else None
+    if camind is None:
+        from inference.camind_use import camind_model_path, open_camind
+
+        path = camind_model_path(model_ref)
+        if path is not None:
+            from rig.config import load_rig_config
+
+            camind = open_camind(path, load_rig_config("simulated"))
+    if camind is not None:
+        if mc_samples:
+            raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
+                           "MC-dropout uncertainty; leave --mc-samples at 0")
+        target = camind.image_size_px if resize == "auto" else None
+        infer = lambda rgb: Prediction(camind.infer(rgb))  # noqa: E731
+    else:
+        from inference.model import load_model
+
+        loaded = load_model(model_ref, device=device)
+        size = loaded.meta.get("image_size_px") if resize == "auto" else None
+        target = tuple(size) if size else None
+        infer = lambda rgb: predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed,  # noqa: E731
+                                          device=device)
     records = []
     used: set[str] = set()
     for f in inputs:
         # same-named inputs from different folders (session raw/<id>/defocused.jpg) get the folder prefixed
         stem = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
         used.add(stem)
-        rgb = resize_for_model(read_rgb(f), tuple(target) if target else None)
-        pred = predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed, device=device)
+        rgb = resize_for_model(read_rgb(f), target)
+        pred = infer(rgb)
         files = write_prediction(out_dir, stem, pred, colorize_out)
-        records.append({"input": str(f), "stem": stem, "size_px": [rgb.shape[1], rgb.shape[0]],
-                        "outputs": [str(p) for p in files],
-                        "median_depth_m": float(np.median(pred.depth_m)),
-                        "mean_std_m": None if pred.std_m is None else float(pred.std_m.mean())})
+        rec = {"input": str(f), "stem": stem, "size_px": [rgb.shape[1], rgb.shape[0]],
+               "outputs": [str(p) for p in files],
+               "median_depth_m": float(np.median(pred.depth_m)),
+               "mean_std_m": None if pred.std_m is None else float(pred.std_m.mean())}
+        if camind is not None:
+            rec["k_cam_px"], rec["gamma_px"] = camind.constants_at(rgb.shape[1])
+        records.append(rec)
     return records
+
+
+def open_camind_for_args(args: argparse.Namespace,
+                         print_fn: Callable[[str], Any] = print) -> "CamindRunner | None":
+    """The CamindRunner when ``--model`` is a camera-independent model (constants from ``--config``,
+    default simulated, or ``--k-cam-px`` / ``--gamma-px``), its source line printed; else None
+    (RigError when the camind-only flags are given with another model)."""
+    from inference.camind_use import camind_model_path, check_overrides, open_camind
+
+    k, g = getattr(args, "k_cam_px", None), getattr(args, "gamma_px", None)
+    check_overrides(k, g)
+    path = camind_model_path(args.model)
+    if path is None:
+        if k is not None or g is not None:
+            raise RigError("--k-cam-px/--gamma-px: only for camera-independent (camind) models; "
+                           f"{args.model} is not one")
+        return None
+    if args.mc_samples:
+        raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
+                       "MC-dropout uncertainty; leave --mc-samples at 0")
+    from rig.config import load_rig_config
+
+    runner = open_camind(path, load_rig_config(getattr(args, "config", None) or "simulated"), k, g)
+    print_fn(f"camera-independent model {path.name}: {runner.describe()}")
+    for note in runner.notes:
+        print_fn(note)
+    return runner
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -150,15 +211,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
     if args.threads:
         torch.set_num_threads(args.threads)
-    inputs = list_inputs(Path(args.input))
-    device = _device(args.device)
     from rich.console import Console
 
     console = Console()
+    camind = open_camind_for_args(args, print_fn=lambda s: console.print(s, markup=False, highlight=False,
+                                                                            soft_wrap=True))
+    inputs = list_inputs(Path(args.input))
+    if camind is not None and args.device not in ("auto", "cpu"):
+        console.print(f"note: camera-independent models run on the CPU (--device {args.device} not used)")
+    device = "cpu" if camind is not None else _device(args.device)
     records = predict_files(args.model, inputs, Path(args.out), mc_samples=args.mc_samples,
-                            colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize)
+                            colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize,
+                            camind=camind)
     for r in records:
         extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
+        if camind is not None and r["size_px"][0] != camind.ref_width_px:
+            extra += f", k_cam {r['k_cam_px']:.4g} px / γ {r['gamma_px']:.4g} px at {r['size_px'][0]} px wide"
         console.print(f"{Path(r['input']).name}: median depth {r['median_depth_m']:.2f} m{extra} -> "
                       f"{Path(r['outputs'][0]).name}")
     console.print(f"wrote {len(records)} depth map(s) to {args.out}")

@@ -75,6 +75,34 @@ def _window(lin: np.ndarray, cx: float, cy: float, r: float) -> tuple[np.ndarray
     return lin[y0:y1, x0:x1], xx.astype(np.float64), yy.astype(np.float64)
 
 
+def _robust_mean(values: np.ndarray) -> float:
+    """Mean after dropping values further than 3·1.4826·MAD from the median (a neighbour's edge in
+    the rim). A mean, not the median: quantised 8-bit levels make the median jump by a whole level,
+    and the moment method is very sensitive to the white level (see :func:`circle_sigma_px`)."""
+    v = np.asarray(values, np.float64)
+    med = float(np.median(v))
+    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    keep = np.abs(v - med) <= 3.0 * mad if mad > 0 else np.ones(v.shape, bool)
+    return float(v[keep].mean())
+
+
+def _moments_sigma(u: np.ndarray, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float
+                   ) -> tuple[float, float, float]:
+    """(σ² px², mass m0, centre-refined x, y ignored) of a dark-fraction map: the small root of
+    det(Cov(u) − σ²I) = (m0/4π)² (module doc). Returns (σ², m0, disc) with σ² NaN when undefined."""
+    m0 = float(u.sum())
+    if m0 <= 0:
+        return float("nan"), m0, float("nan")
+    dx, dy = xx - cx, yy - cy
+    cxx, cyy, cxy = (u * dx * dx).sum() / m0, (u * dy * dy).sum() / m0, (u * dx * dy).sum() / m0
+    tr, det = cxx + cyy, cxx * cyy - cxy * cxy
+    c = m0 / (4.0 * math.pi)
+    disc = tr * tr - 4.0 * (det - c * c)
+    if disc < 0:
+        return float("nan"), m0, disc
+    return 0.5 * (tr - math.sqrt(disc)), m0, disc
+
+
 def circle_sigma_px(lin: np.ndarray, centre: tuple[float, float], cell_px: float,
                     black_ratio: float | None = None, iterations: int = 2) -> CircleMoments:
     """Gaussian σ (image px) of one blurred dark circle on white by the moment method (module doc).
@@ -82,18 +110,26 @@ def circle_sigma_px(lin: np.ndarray, centre: tuple[float, float], cell_px: float
     lin: (H, W) linear image; centre: detected (x, y); cell_px: radius of the circle's cell (half the
     nearest-neighbour distance); black_ratio: black/white albedo ratio (None: the cell's centre value,
     right only for sharp circles, i.e. the in-focus image).
+
+    The second moments weight a white-level error e by r⁴ over the integration disk, so σ² is first
+    measured over the whole cell, then again over a disk just large enough for the blurred circle
+    (radius R + 4σ + 2 px, R = √(m0/π), when that fits in the cell) with the white level from a
+    3 px ring just outside it — this
+    removes the ~0.7–0.9 px (quadrature) under-estimate the whole-cell integral showed at σ ≤ 3 px.
     """
     cx, cy = float(centre[0]), float(centre[1])
-    r = float(cell_px)
-    for _ in range(max(1, iterations)):
-        img, xx, yy = _window(lin, cx, cy, r)
+    r_cell = float(cell_px)
+    r_int = r_cell
+    s2, white, ratio_c = float("nan"), float("nan"), float("nan")
+    for it in range(max(1, iterations) + 1):
+        img, xx, yy = _window(lin, cx, cy, r_cell)
         rr = np.hypot(xx - cx, yy - cy)
-        cell = rr <= r
-        rim = cell & (rr >= 0.85 * r)
-        core = rr <= max(1.0, 0.15 * r)
+        cell = rr <= r_int
+        rim = ((rr >= 0.85 * r_cell) if r_int >= r_cell else (rr >= r_int) & (rr <= r_int + 3.0)) & (rr <= r_cell)
+        core = rr <= max(1.0, 0.15 * r_cell)
         if rim.sum() < 8 or core.sum() < 1:
             return CircleMoments(float("nan"), (cx, cy), float("nan"), float("nan"))
-        white = float(np.median(img[rim]))
+        white = _robust_mean(img[rim])
         ratio_c = float(np.mean(img[core])) / white if white > 0 else float("nan")
         black = white * (ratio_c if black_ratio is None else black_ratio)
         if not white - black > 1e-6:
@@ -103,14 +139,13 @@ def circle_sigma_px(lin: np.ndarray, centre: tuple[float, float], cell_px: float
         if m0 <= 0:
             return CircleMoments(float("nan"), (cx, cy), white, ratio_c)
         cx, cy = float((u * xx).sum() / m0), float((u * yy).sum() / m0)
-    dx, dy = xx - cx, yy - cy
-    cxx, cyy, cxy = (u * dx * dx).sum() / m0, (u * dy * dy).sum() / m0, (u * dx * dy).sum() / m0
-    tr, det = cxx + cyy, cxx * cyy - cxy * cxy
-    c = m0 / (4.0 * math.pi)
-    disc = tr * tr - 4.0 * (det - c * c)
-    if disc < 0:
+        s2, m0, _ = _moments_sigma(u, xx, yy, cx, cy)
+        if it >= max(1, iterations) - 1 and np.isfinite(s2):
+            radius = math.sqrt(m0 / math.pi)
+            tight = radius + 4.0 * math.sqrt(max(s2, 0.0)) + 2.0
+            r_int = tight if tight < 0.85 * r_cell else r_cell  # large blur: the whole cell, as before
+    if not np.isfinite(s2):
         return CircleMoments(float("nan"), (cx, cy), white, ratio_c)
-    s2 = 0.5 * (tr - math.sqrt(disc))
     return CircleMoments(math.sqrt(max(s2, 0.0)), (cx, cy), white, ratio_c)
 
 

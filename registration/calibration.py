@@ -145,17 +145,20 @@ def detect_board(image: np.ndarray, board: BoardSpec, source: str = "", max_side
         refined = cv2.cornerSubPix(grey, pts.reshape(-1, 1, 2).astype(np.float32), (win, win), (-1, -1), crit)
         return Detection(source, (w, h), refined.reshape(-1, 2), np.arange(len(pts), dtype=np.int32))
     if board.kind == "circles":
-        params = cv2.SimpleBlobDetector_Params()
-        params.minArea = 10.0
-        params.maxArea = float(h * w) / (board.cols * board.rows)
-        params.minDistBetweenBlobs = 2.0
-        det = cv2.SimpleBlobDetector_create(params)
-        for img in (grey, 255 - grey):  # dark circles on white, or the inverse
-            ok, centres = cv2.findCirclesGrid(img, board.pattern, flags=cv2.CALIB_CB_ASYMMETRIC_GRID,
-                                              blobDetector=det)
-            if ok:
-                return Detection(source, (w, h), centres.reshape(-1, 2).astype(np.float32),
-                                 np.arange(board.cols * board.rows, dtype=np.int32))
+        # A textured background adds small blobs that can make findCirclesGrid give up; try the
+        # permissive detector first, then ones that ignore ever larger specks.
+        for min_area in (10.0, 25.0, 60.0):
+            params = cv2.SimpleBlobDetector_Params()
+            params.minArea = min_area
+            params.maxArea = float(h * w) / (board.cols * board.rows)
+            params.minDistBetweenBlobs = 2.0
+            det = cv2.SimpleBlobDetector_create(params)
+            for img in (grey, 255 - grey):  # dark circles on white, or the inverse
+                ok, centres = cv2.findCirclesGrid(img, board.pattern, flags=cv2.CALIB_CB_ASYMMETRIC_GRID,
+                                                  blobDetector=det)
+                if ok:
+                    return Detection(source, (w, h), centres.reshape(-1, 2).astype(np.float32),
+                                     np.arange(board.cols * board.rows, dtype=np.int32))
         return None
     detector = cv2.aruco.CharucoDetector(board.charuco_board())
     ch_corners, ch_ids, _, _ = detector.detectBoard(grey)

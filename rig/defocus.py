@@ -45,17 +45,49 @@ _COVERAGE_EPS = 1e-6
 
 
 # --------------------------------------------------------------------------------------------- PSFs
-def gaussian_kernel_1d(sigma_px: float) -> np.ndarray:
-    """Pixel-integrated 1-D Gaussian (float64, sums to 1), radius ceil(3σ); σ ≤ 0 -> [1]."""
+def _integrated_gaussian(sigma_px: float) -> np.ndarray:
     from scipy.special import erf
 
-    if sigma_px <= 1e-6:
-        return np.ones(1)
-    r = max(1, int(math.ceil(GAUSS_TRUNCATE * sigma_px)))
+    r = max(1, int(math.ceil(GAUSS_TRUNCATE * max(sigma_px, 0.34))))
     x = np.arange(-r, r + 1, dtype=np.float64)
-    s = sigma_px * math.sqrt(2.0)
+    s = max(sigma_px, 1e-9) * math.sqrt(2.0)
     k = 0.5 * (erf((x + 0.5) / s) - erf((x - 0.5) / s))
     return k / k.sum()
+
+
+def _variance(k: np.ndarray) -> float:
+    x = np.arange(k.size, dtype=np.float64) - k.size // 2
+    return float(np.sum(k * x * x))
+
+
+@lru_cache(maxsize=4096)
+def gaussian_kernel_1d(sigma_px: float) -> np.ndarray:
+    """1-D Gaussian blur kernel whose variance is exactly σ² px² (float64, sums to 1, radius
+    ≥ ceil(3σ)); σ ≤ 0 -> [1].
+
+    The images it blurs are already pixel-integrated (rendered with anti-aliasing, or captured), so
+    the kernel must add σ², not σ² + 1/12 as a Gaussian integrated over a pixel would: it is a
+    pixel-integrated Gaussian of the σ' < σ that gives variance σ² (bisection). Blur then composes
+    exactly (σ1 then σ2 = √(σ1² + σ2²)) and an in-focus image keeps no extra blur, so a blur measured
+    on rendered images (``rig calibrate blur``) is the σ the optics asked for. Callers must not
+    modify the returned (cached) array.
+    """
+    if sigma_px <= 1e-6:
+        return np.ones(1)
+    target = float(sigma_px) ** 2
+    lo, hi = 0.0, float(sigma_px) + 1.0  # small σ: σ' > σ; large σ: σ' < σ
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if _variance(_integrated_gaussian(mid)) < target:
+            lo = mid
+        else:
+            hi = mid
+    k = _integrated_gaussian(hi)
+    r = max(1, int(math.ceil(GAUSS_TRUNCATE * sigma_px)))
+    if k.size < 2 * r + 1:
+        k = np.pad(k, ((2 * r + 1 - k.size) // 2,))
+    k.setflags(write=False)
+    return k
 
 
 def disk_kernel(diameter_px: float, supersample: int = 9) -> np.ndarray:

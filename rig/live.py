@@ -289,6 +289,7 @@ class Backend:
     model: str
     onnx: str | None = None
     engine: Any = None
+    notes: tuple[str, ...] = ()  # one-line notes/warnings for the user (camind constants, fallbacks)
 
 
 def _file_digest(path: Path) -> str:
@@ -326,12 +327,21 @@ def onnx_for(model_ref: str, size: tuple[int, int], cache_dir: Path | None = Non
 def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: int = 0,
                   size: tuple[int, int] = (645, 432), threads: int = 0, providers: tuple[str, ...] | None = None,
                   trt_cache: Path | None = None, seed: int = 0, spin: bool = False,
-                  onnx_cache: Path | None = None) -> Backend:
+                  onnx_cache: Path | None = None, cfg: "RigConfig | None" = None) -> Backend:
     """The inference function: onnxruntime (an .onnx file, or a torch model exported and cached) or
-    torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None)."""
+    torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None). A
+    camera-independent (camind) model runs in torch with ``cfg``'s k_cam and γ (default: the
+    simulated preset); see :func:`camind_backend`."""
     if mc_samples == 1 or mc_samples < 0:
         raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
     ref = model_ref or default_model()
+    if backend not in ("auto", "onnx", "torch"):
+        raise RigError(f"--backend {backend!r}: choose auto, onnx or torch")
+    from inference.camind_use import camind_model_path
+
+    camind_path = camind_model_path(ref)
+    if camind_path is not None:
+        return camind_backend(camind_path, cfg, backend=backend, mc_samples=mc_samples, threads=threads)
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
@@ -371,6 +381,32 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
         return pred.depth_m, pred.std_m
 
     return Backend(infer=infer_torch, description=f"torch eager ({torch.get_num_threads()} thread(s))", model=str(ref))
+
+
+def camind_backend(path: Path, cfg: "RigConfig | None", *, backend: str = "auto", mc_samples: int = 0,
+                   threads: int = 0) -> Backend:
+    """Torch eager for a camind model file, k_cam / γ from ``cfg`` (scaled to each frame's width).
+    There is no ONNX export of camind models (``--backend onnx`` falls back with a note) and no
+    dropout (``mc_samples`` > 0 is a RigError)."""
+    if mc_samples:
+        raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
+                       "MC-dropout uncertainty; leave --mc-samples at 0")
+    import torch
+
+    from inference.camind_use import open_camind
+    from rig.config import load_rig_config
+
+    runner = open_camind(path, cfg if cfg is not None else load_rig_config("simulated"))
+    notes = (["--backend onnx: camind models have no ONNX export; running torch eager"]
+             if backend == "onnx" else []) + runner.notes
+    if threads:
+        torch.set_num_threads(threads)
+
+    def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return runner.infer(rgb), None
+
+    return Backend(infer=infer, model=str(path), notes=tuple(notes),
+                   description=f"torch eager ({torch.get_num_threads()} thread(s)), camind: {runner.describe()}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,7 +520,9 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
     lo, hi = opts.depth_range_m
     backend = build_backend(opts.model, backend=opts.backend, mc_samples=opts.mc_samples, size=size,  # type: ignore[arg-type]
                             threads=opts.threads, providers=opts.providers, trt_cache=opts.trt_cache,
-                            onnx_cache=opts.onnx_cache)
+                            onnx_cache=opts.onnx_cache, cfg=cfg)
+    for note in backend.notes:
+        print_fn(note)
     save = Path(opts.save) if opts.save else default_save_dir()
     session = Session.create(save, cfg)
     info = {"source": opts.source, "model": backend.model, "onnx": backend.onnx, "engine": backend.description,

@@ -370,7 +370,9 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
 
     size = tuple(int(v) for v in rec.config.output.size_px)
     backend = build_backend(opts.model, backend=opts.backend, mc_samples=opts.mc_samples, size=size,  # type: ignore[arg-type]
-                            threads=opts.threads, providers=opts.providers)
+                            threads=opts.threads, providers=opts.providers, cfg=rec.config)
+    for note in backend.notes:
+        print_fn(note)
     recorder = LiveRecorder(session.path, {"replay_of": str(rec.path), "kind": rec.kind, "through": opts.through,
                                            "model": backend.model, "onnx": backend.onnx,
                                            "engine": backend.description, "size_px": list(size),

@@ -100,8 +100,8 @@ def test_fronto_parallel_plane_is_one_gaussian_convolution():
     lens = _lens_for_blur(eps)
     img = _rng_image(40, 56, seed=1)
     out = defocus.render_defocus(img, np.full((40, 56), 3.0), lens, psf="gaussian", rho=0.3)
-    # independent reference: SciPy's Gaussian; our kernel integrates over the pixel (+1/12 px² variance)
-    sigma = np.sqrt((0.3 * eps) ** 2 + 1.0 / 12.0)
+    # independent reference: SciPy's Gaussian of the same σ (our kernel's variance is exactly σ²)
+    sigma = 0.3 * eps
     ref = np.stack([ndimage.gaussian_filter(img[..., c], sigma, mode="mirror", truncate=3.0) for c in range(3)], -1)
     assert np.abs(out - ref).max() < 2e-3
     # and exactly our kernel applied once
