@@ -176,40 +176,77 @@ def _metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
             "rms": float(np.sqrt(np.mean((d - g) ** 2))), "log10": float(np.mean(np.abs(np.log10(d) - np.log10(g))))}
 
 
+def _batch(train: Sequence[CameraSet], rng: np.random.Generator, batch: int, crop_hw: tuple[int, int]
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random crops (+ horizontal flips) of random (camera, scene) pairs: rgb (B, 3, h, w), depth
+    (B, 1, h, w) m, k_cam (B,) px, γ (B,) px."""
+    ch, cw = crop_hw
+    xs, ds, ks, gs = [], [], [], []
+    for _ in range(batch):
+        cam = train[int(rng.integers(len(train)))]
+        i = int(rng.integers(cam.rgb.shape[0]))
+        h, w = cam.depth_m.shape[1:]
+        y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+        x, d = cam.rgb[i, y0:y0 + ch, x0:x0 + cw], cam.depth_m[i, y0:y0 + ch, x0:x0 + cw]
+        if rng.random() < 0.5:
+            x, d = x[:, ::-1], d[:, ::-1]
+        xs.append(np.ascontiguousarray(x))
+        ds.append(np.ascontiguousarray(d))
+        ks.append(cam.k_cam_px)
+        gs.append(cam.gamma_px)
+    return (torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(ds))[:, None],
+            torch.tensor(ks, dtype=torch.float32), torch.tensor(gs, dtype=torch.float32))
+
+
 def train_camind(model: CamIndDFD, train: Sequence[CameraSet], focus_m: float, steps: int, crop_hw: tuple[int, int],
                  batch: int = 4, lr: float = 2e-3, b_weight: float = 1.0, seed: int = 0,
-                 log: Callable[[str], None] | None = None) -> list[float]:
-    """Adam on random crops of random (camera, scene) pairs; returns the loss per step."""
-    rng = np.random.default_rng(seed)
+                 log: Callable[[str], None] | None = None, checkpoint: str | None = None,
+                 checkpoint_every: int = 200) -> list[float]:
+    """Adam (cosine schedule) on random crops of random (camera, scene) pairs; returns the loss per step.
+
+    Batches come from a generator seeded by (seed, step), so a run resumed from ``checkpoint`` (model,
+    optimiser, scheduler and losses, written atomically every ``checkpoint_every`` steps) draws the
+    same batches as an uninterrupted one.
+    """
+    from pathlib import Path
+
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    ch, cw = crop_hw
-    losses = []
+    losses: list[float] = []
+    start = 0
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and ck.is_file():
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        losses = [float(v) for v in state["losses"]]
+        start = int(state["step"])
+        if log:
+            log(f"resumed from {ck} at step {start}")
     model.train()
-    for step in range(steps):
-        xs, ds, ks, gs = [], [], [], []
-        for _ in range(batch):
-            cam = train[int(rng.integers(len(train)))]
-            i = int(rng.integers(cam.rgb.shape[0]))
-            h, w = cam.depth_m.shape[1:]
-            y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            xs.append(cam.rgb[i, y0:y0 + ch, x0:x0 + cw])
-            ds.append(cam.depth_m[i, y0:y0 + ch, x0:x0 + cw])
-            ks.append(cam.k_cam_px)
-            gs.append(cam.gamma_px)
-        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
-        d = torch.from_numpy(np.stack(ds))[:, None]
-        k = torch.tensor(ks, dtype=torch.float32)
-        out = model(x, k, torch.tensor(gs, dtype=torch.float32))
+    for step in range(start, steps):
+        x, d, k, g = _batch(train, np.random.default_rng([seed, step]), batch, crop_hw)
+        out = model(x, k, g)
         loss, _ = camind_loss(out, d, k, focus_m, model.rho, b_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        if log and (step % max(1, steps // 5) == 0 or step == steps - 1):
-            log(f"step {step}: loss {float(loss.detach()):.4f}")
+        done = step + 1
+        if ck is not None and (done % checkpoint_every == 0 or done == steps):
+            import io
+
+            from rig.imageio import atomic_write_bytes
+
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "losses": torch.tensor(losses), "step": done}, buf)
+            atomic_write_bytes(ck, buf.getvalue())
+        if log and (step % max(1, steps // 10) == 0 or done == steps):
+            log(f"step {done}/{steps}: loss {float(np.mean(losses[-50:])):.4f} (mean of last ≤50)")
     return losses
 
 
@@ -221,24 +258,73 @@ def evaluate_camind(model: CamIndDFD, cam: CameraSet, k_cam_px: float) -> dict[s
     return _metrics(np.stack(preds), cam.depth_m)
 
 
+VARIANTS = (("no k_cam", False), ("gt k_cam", True))
+
+
+def _train_variant(job: dict) -> dict:
+    """One variant's training (top level so a process pool can run the variants side by side)."""
+    torch.set_num_threads(int(job.get("threads", 1)))
+    torch.manual_seed(job["seed"])
+    model = CamIndDFD(base=job["base"], rho=job["rho"], use_k_cam=job["use_k_cam"],
+                      depth_scale_m=job["depth_scale_m"])
+    log = print if job.get("verbose") else None
+    tag = job["variant"]
+    t0 = time.perf_counter()
+    losses = train_camind(model, job["train"], job["focus_m"], job["steps"], job["crop_hw"], job["batch"],
+                          lr=job["lr"], seed=job["seed"], checkpoint=job.get("checkpoint"),
+                          log=(lambda m: log(f"[{tag}] {m}", flush=True)) if log else None)
+    return {"state_dict": model.state_dict(), "losses": losses, "seconds": time.perf_counter() - t0}
+
+
 def run_cross_camera_experiment(train: Sequence[CameraSet], test: Sequence[CameraSet], focus_m: float,
                                 steps: int = 300, crop_hw: tuple[int, int] = (96, 128), batch: int = 4,
-                                base: int = 16, rho: float = optics.PAPER1_RHO, seed: int = 0,
+                                base: int = 16, rho: float = optics.PAPER1_RHO, seed: int = 0, lr: float = 2e-3,
+                                workers: int = 1, save_dir: str | None = None,
                                 log: Callable[[str], None] | None = None) -> list[dict]:
     """Paper 2 Table 3's shape: rows (variant, test camera) with δ1–3, REL, RMSE, log10.
 
     Variants: 'no k_cam' (trained and tested uncorrected), 'gt k_cam' (true k_cam at train and test),
-    'est k_cam' (the gt-trained model given each test camera's k_cam_est_px, if any).
+    'est k_cam' (the gt-trained model given each test camera's k_cam_est_px, if any). Both variants
+    see the same batches. ``workers`` 2 trains them in two processes (one thread each);
+    ``save_dir``: resumable checkpoints ``<variant>.ckpt`` and the trained models
+    ``camind_nok.pt`` / ``camind_gt.pt`` (:func:`save_camind`, usable by ``rig predict``).
     """
-    torch.set_num_threads(1)
+    from pathlib import Path
+
+    depth_scale = float(np.median(np.concatenate([c.depth_m.ravel() for c in train])))
+    jobs = []
+    for variant, use_k in VARIANTS:
+        ck = str(Path(save_dir) / f"{variant.replace(' ', '_')}.ckpt") if save_dir else None
+        jobs.append({"variant": variant, "use_k_cam": use_k, "train": list(train), "focus_m": focus_m,
+                     "steps": steps, "crop_hw": tuple(crop_hw), "batch": batch, "base": base, "rho": rho,
+                     "seed": seed, "lr": lr, "depth_scale_m": depth_scale, "checkpoint": ck,
+                     "verbose": log is not None})
+    if save_dir:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+            results = list(ex.map(_train_variant, jobs))
+    else:
+        prev = torch.get_num_threads()
+        try:
+            results = [_train_variant(j) for j in jobs]
+        finally:
+            torch.set_num_threads(prev)
     rows = []
-    for variant, use_k in (("no k_cam", False), ("gt k_cam", True)):
-        torch.manual_seed(seed)
-        model = CamIndDFD(base=base, rho=rho, use_k_cam=use_k, depth_scale_m=float(np.median(train[0].depth_m)))
-        t0 = time.perf_counter()
-        train_camind(model, train, focus_m, steps, crop_hw, batch, seed=seed, log=log)
+    for (variant, use_k), res in zip(VARIANTS, results):
+        model = CamIndDFD(base=base, rho=rho, use_k_cam=use_k, depth_scale_m=depth_scale)
+        model.load_state_dict(res["state_dict"])
         if log:
-            log(f"{variant}: trained {steps} steps in {time.perf_counter() - t0:.1f} s")
+            tail = float(np.mean(res["losses"][-50:])) if res["losses"] else float("nan")
+            log(f"{variant}: {steps} steps, final loss {tail:.4f}, {res['seconds']:.0f} s")
+        if save_dir:
+            save_camind(model, Path(save_dir) / ("camind_gt.pt" if use_k else "camind_nok.pt"),
+                        {"focus_m": float(focus_m), "train_k_cam_px": [float(c.k_cam_px) for c in train],
+                         "image_size_px": [int(train[0].rgb.shape[2]), int(train[0].rgb.shape[1])],
+                         "steps": int(steps)})
         for cam in test:
             rows.append({"variant": variant, "camera": cam.name, "k_cam_px": cam.k_cam_px,
                          **evaluate_camind(model, cam, cam.k_cam_px)})
