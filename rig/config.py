@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -257,9 +257,19 @@ class RigConfig:
         if aperture not in ("defocused", "all_in_focus"):
             raise ValueError("aperture must be 'defocused' or 'all_in_focus'")
         n = self.dslr.f_number_defocused if aperture == "defocused" else self.dslr.f_number_all_in_focus
-        return Lens(focal_mm=self.dslr.focal_mm, f_number=n, pixel_um=self.dslr.pixel_um,
+        lens = Lens(focal_mm=self.dslr.focal_mm, f_number=n, pixel_um=self.dslr.pixel_um,
                     focus_m=self.dslr.focus_m if focus_m is None else float(focus_m),
                     downsample=self.downsample)
+        if self.blur.k_cam_px is None:
+            return lens
+        # blur.k_cam_px was measured at the defocused aperture and dslr.focus_m: keep the ratio
+        # measured / thin-lens, valid for the other aperture and focus distances too
+        from rig import optics
+
+        nominal = optics.k_cam_px(Lens(focal_mm=self.dslr.focal_mm, f_number=self.dslr.f_number_defocused,
+                                       pixel_um=self.dslr.pixel_um, focus_m=self.dslr.focus_m,
+                                       downsample=self.downsample))
+        return replace(lens, k_cam_scale=float(self.blur.k_cam_px) / nominal)
 
     @property
     def focus_presets_m(self) -> tuple[float, ...]:

@@ -28,7 +28,10 @@ class Lens:
     """Everything the thin-lens blur needs.
 
     focal_mm: focal length; f_number: N; pixel_um: sensor pixel pitch; downsample: sensor pixels per
-    output pixel (>= 1); focus_m: focus distance d_f (object side).
+    output pixel (>= 1); focus_m: focus distance d_f (object side); k_cam_scale: measured / thin-lens
+    k_cam (``blur.k_cam_px`` from ``rig calibrate blur`` divided by the thin-lens value; 1 = the
+    thin-lens model). A factor rather than a value, so it stays right when the focus distance or
+    f-number changes (it absorbs errors in focal length, pixel pitch and ρ).
     """
 
     focal_mm: float
@@ -36,6 +39,7 @@ class Lens:
     pixel_um: float
     focus_m: float
     downsample: float = 1.0
+    k_cam_scale: float = 1.0
 
     @property
     def aperture_mm(self) -> float:
@@ -64,7 +68,8 @@ def sensor_distance_m(focal_mm: float, focus_m: ArrayLike) -> NDArray[np.float64
 
 
 def k_cam_px(lens: Lens) -> float:
-    """Paper 2's camera constant k_cam = f²/(N(d_f − f)·p) in output pixels.
+    """Paper 2's camera constant k_cam = f²/(N(d_f − f)·p) in output pixels (times the lens's
+    measured ``k_cam_scale``).
 
     The blur-circle diameter is ε_px = k_cam · |d − d_f| / d (see module docstring).
     """
@@ -72,7 +77,7 @@ def k_cam_px(lens: Lens) -> float:
     p_m = lens.output_pixel_um * 1e-6
     if lens.focus_m <= f_m:
         raise ValueError(f"focus distance {lens.focus_m} m must exceed the focal length {f_m} m")
-    return float(f_m * f_m / (lens.f_number * (lens.focus_m - f_m) * p_m))
+    return float(lens.k_cam_scale * f_m * f_m / (lens.f_number * (lens.focus_m - f_m) * p_m))
 
 
 def blur_diameter_px(depth_m: ArrayLike, lens: Lens) -> NDArray[np.float64]:

@@ -97,3 +97,25 @@ def test_presets_give_paper1_scale():
     d = np.array([1.0, 4.0])
     ratio = optics.blur_diameter_px(d, lens) / optics.blur_diameter_px(d, cfg.lens("all_in_focus"))
     assert np.allclose(ratio, 8.0 / 2.8)
+
+
+def test_measured_k_cam_from_the_config_drives_the_blur():
+    """blur.k_cam_px (from `rig calibrate blur`) replaces the thin-lens k_cam in every lens of the
+    config: exactly at the calibrated aperture and focus, scaled by the thin-lens ratio elsewhere."""
+    from rig.config import load_rig_config
+    from rig.defocus import render_defocus
+
+    plain = load_rig_config("simulated")
+    nominal = optics.k_cam_px(plain.lens("defocused"))
+    cal = load_rig_config("simulated", overrides={"blur.k_cam_px": 1.2 * nominal})
+    assert optics.k_cam_px(cal.lens("defocused")) == pytest.approx(1.2 * nominal)
+    assert optics.k_cam_px(cal.lens("all_in_focus")) == pytest.approx(1.2 * optics.k_cam_px(plain.lens("all_in_focus")))
+    assert optics.k_cam_px(cal.lens("defocused", focus_m=4.0)) == pytest.approx(
+        1.2 * optics.k_cam_px(plain.lens("defocused", focus_m=4.0)))
+    assert optics.blur_diameter_px(5.0, cal.lens()) == pytest.approx(1.2 * optics.blur_diameter_px(5.0, plain.lens()))
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 48, 3)).astype(np.float32)
+    depth = np.full((40, 48), 6.0, np.float32)
+    a = render_defocus(img, depth, plain.lens(), rho=0.3)
+    b = render_defocus(img, depth, cal.lens(), rho=0.3)
+    assert np.std(b) < np.std(a)  # more blur, less texture
