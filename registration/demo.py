@@ -23,7 +23,8 @@ def register_step(ctx: "DemoContext") -> list[str]:
     if session_path is None:
         return ["no session from the capture step: nothing to register"]
     session = open_session(session_path)
-    opts = RegisterOptions(size=tuple(session.config.output.size_px), align="flag")  # type: ignore[arg-type]
+    opts = RegisterOptions(size=tuple(session.config.output.size_px), align="flag",
+                           max_fill_px=session.config.output.max_fill_px)  # type: ignore[arg-type]
     results = register_session(session_path, opts, progress=False)
     failed = [r for r in results if r.status == "failed"]
     lines = [f"{sum(r.status == 'registered' for r in results)} registered, "

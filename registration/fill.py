@@ -243,15 +243,24 @@ def fill_colorization_fast(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray
     return x.astype(np.float32)
 
 
+def distance_to_measured_px(measured: np.ndarray) -> np.ndarray:
+    """(H, W) float32 Euclidean distance (px) from each pixel to the nearest True of ``measured``."""
+    import cv2
+
+    return cv2.distanceTransform(np.where(measured, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
 def fill_depth(rgb: np.ndarray, depth_m: np.ndarray, valid: np.ndarray | None = None, *,
                method: str = "fast", alpha: float = 1.0,
-               keep_measured: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               keep_measured: bool = True, max_fill_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fill the holes of a registered depth map; returns (depth_m float32, mask uint8).
 
     mask: VALID_MEASURED where depth was measured, VALID_FILLED where it was filled, VALID_UNKNOWN
     where nothing could be (no measurement at all). keep_measured: measured pixels keep their
     value (the solver's smoothed value is used only in the holes). method: 'fast', 'reference'
-    or 'none' (no filling: holes stay 0 / unknown).
+    or 'none' (no filling: holes stay 0 / unknown). max_fill_px: holes further than this (px,
+    Euclidean) from every measured pixel stay unknown (0) — the fill extrapolates there (sky,
+    surfaces beyond the sensor's range) and a training set should not learn that.
     """
     d = np.nan_to_num(np.asarray(depth_m, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     measured = d > 0 if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
@@ -266,5 +275,7 @@ def fill_depth(rgb: np.ndarray, depth_m: np.ndarray, valid: np.ndarray | None = 
         raise ValueError(f"unknown fill method {method!r} (fast, reference, none)")
     x = np.maximum(x, 0.0)
     out = np.where(measured, d, x) if keep_measured else x
+    if max_fill_px is not None:
+        out = np.where(~measured & (distance_to_measured_px(measured) > max_fill_px), 0.0, out)
     mask[~measured & (out > 0)] = VALID_FILLED
     return out.astype(np.float32), mask

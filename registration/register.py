@@ -52,6 +52,7 @@ class RegisterOptions:
     force: bool = False
     calibration: Path | None = None
     grow_px: float = 0.05
+    max_fill_px: float | None = None  # output.max_fill_px: holes further from measured depth stay unknown
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def register_capture(raw_dir: Path, capture: Capture, opts: RegisterOptions,
                        f"match the depth intrinsics {geo.depth.width}x{geo.depth.height}")
     depth_m = reproject_depth(depth_raw, geo.depth, pair.intrinsics, geo.depth_to_dslr, depth_scale_m=0.001,
                               grow_px=opts.grow_px)
-    filled_m, mask = fill_depth(pair.all_in_focus, depth_m, method=opts.fill)
+    filled_m, mask = fill_depth(pair.all_in_focus, depth_m, method=opts.fill, max_fill_px=opts.max_fill_px)
     n = float(mask.size)
     meta: dict[str, Any] = {
         "frame_id": capture.capture_id,
@@ -138,7 +139,7 @@ def register_capture(raw_dir: Path, capture: Capture, opts: RegisterOptions,
                   "measured_fraction": round(float(np.count_nonzero(mask == VALID_MEASURED)) / n, 6),
                   "filled_fraction": round(float(np.count_nonzero(mask == VALID_FILLED)) / n, 6),
                   "unknown_fraction": round(float(np.count_nonzero(filled_m <= 0)) / n, 6),
-                  "fill": opts.fill},
+                  "fill": opts.fill, "max_fill_px": opts.max_fill_px},
         "valid_codes": {"255": "measured", "128": "filled", "0": "unknown"},
         "notes": list(pair.notes),
         "software": f"deep-dfd-rig {__version__}",
@@ -226,7 +227,7 @@ def register_session(session_path: Path | str, opts: RegisterOptions | None = No
     session = open_session(session_path)
     cfg = session.config
     if opts is None:
-        opts = RegisterOptions(size=tuple(cfg.output.size_px))  # type: ignore[arg-type]
+        opts = RegisterOptions(size=tuple(cfg.output.size_px), max_fill_px=cfg.output.max_fill_px)  # type: ignore[arg-type]
     captures = session.completed()
     if not captures:
         raise RigError(f"{session.path}: no completed captures to register (capture some with `rig capture`)")
@@ -279,7 +280,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise RigError("--align-threshold: must be > 0 px")
     opts = RegisterOptions(size=size, align=args.align, align_threshold_px=args.align_threshold_px,  # type: ignore[arg-type]
                            fill=args.fill, force=args.force,
-                           calibration=Path(args.calibration) if args.calibration else None)
+                           calibration=Path(args.calibration) if args.calibration else None,
+                           max_fill_px=session.config.output.max_fill_px)
 
     def report(r: FrameResult) -> None:
         if r.status == "failed":

@@ -109,6 +109,8 @@ SCHEMA: dict[str, Any] = {
     },
     "output": {
         "size_px": _size(default=[645, 432]),
+        # hole filling stops this far (output px) from the nearest measured depth; null = fill all
+        "max_fill_px": _f(0.0, 1e5, "px", default=None, nullable=True, lo_open=True),
     },
     "blur": {
         "psf": _s(("gaussian", "disk"), default="gaussian"),
@@ -175,6 +177,7 @@ class DslrConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     size_px: tuple[int, int]  # (width, height)
+    max_fill_px: float | None = None  # filling stops this far from measured depth (None: everywhere)
 
 
 @dataclass(frozen=True)
@@ -407,7 +410,7 @@ def rig_config_from_dict(data: Any, src: str = "<config>", base_dir: Path | None
             focus_m=ds["focus_m"], focus_presets_m=tuple(ds["focus_presets_m"] or ()),
             image_format=ds["image_format"], capture_target=ds["capture_target"],
             exposure_match=ds["exposure_match"]),
-        output=OutputConfig(size_px=d["output"]["size_px"]),
+        output=OutputConfig(size_px=d["output"]["size_px"], max_fill_px=d["output"]["max_fill_px"]),
         blur=BlurConfig(**d["blur"]),
         depth_sensor=DepthSensorConfig(**d["depth_sensor"]),
         calibration=CalibrationConfig(**d["calibration"]),

@@ -144,7 +144,7 @@ def _session_items(rec: Recording, through: str, out: Path, notes: list[str]) ->
     captures = session.completed()
     if not captures:
         raise RigError(f"{rec.path}: no completed captures to replay")
-    opts = RegisterOptions(size=tuple(rec.config.output.size_px))  # type: ignore[arg-type]
+    opts = RegisterOptions(size=tuple(rec.config.output.size_px), max_fill_px=rec.config.output.max_fill_px)  # type: ignore[arg-type]
     calib = session_calibration(rec.config, None) if through != "infer" else None
     for cap in captures:
         raw = session.raw_dir(cap.capture_id)

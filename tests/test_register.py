@@ -164,3 +164,38 @@ def test_demo_step_registers_and_builds(registered, tmp_path):
     assert ctx.artifacts["dataset"] == tmp_path / "dataset"
     assert read_manifest(tmp_path / "dataset")["splits"]["train"]["count"] >= 1
     assert any("already done" in line for line in lines)
+
+
+def test_max_fill_px_leaves_far_holes_unknown(registered):
+    """output.max_fill_px: the fill stops that far from measured depth (sky, beyond-range walls)."""
+    from registration.fill import distance_to_measured_px
+    from registration.register import RegisterOptions, open_session, register_capture, session_calibration
+    from rig.records import VALID_UNKNOWN
+
+    session = open_session(registered[0])
+    cap = session.completed()[0]
+    size = tuple(session.config.output.size_px)
+    calib = session_calibration(session.config, None)
+    full, meta_full = register_capture(session.raw_dir(cap.capture_id), cap, RegisterOptions(size=size), calib)
+    near, meta_near = register_capture(session.raw_dir(cap.capture_id), cap,
+                                       RegisterOptions(size=size, max_fill_px=1.0), calib)
+    measured = full.valid == VALID_MEASURED
+    assert np.array_equal(measured, near.valid == VALID_MEASURED)
+    dist = distance_to_measured_px(measured)
+    assert dist.max() > 1.0  # the frame has holes wider than the limit
+    far = ~measured & (dist > 1.0)
+    assert np.all(near.valid[far] == VALID_UNKNOWN) and np.all(near.depth_m[far] == 0)
+    close = ~measured & (dist <= 1.0)
+    assert np.array_equal(near.depth_m[close], full.depth_m[close])
+    assert meta_near["depth"]["filled_fraction"] < meta_full["depth"]["filled_fraction"]
+    assert meta_near["depth"]["max_fill_px"] == 1.0
+
+
+def test_max_fill_px_config_key_is_validated(tmp_path):
+    from rig.errors import ConfigError
+
+    cfg = load_rig_config("simulated", overrides={"output.max_fill_px": 12})
+    assert cfg.output.max_fill_px == 12.0
+    assert load_rig_config("simulated").output.max_fill_px is None
+    with pytest.raises(ConfigError, match="max_fill_px"):
+        load_rig_config("simulated", overrides={"output.max_fill_px": -1})
