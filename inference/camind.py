@@ -280,6 +280,7 @@ def run_cross_camera_experiment(train: Sequence[CameraSet], test: Sequence[Camer
                                 steps: int = 300, crop_hw: tuple[int, int] = (96, 128), batch: int = 4,
                                 base: int = 16, rho: float = optics.PAPER1_RHO, seed: int = 0, lr: float = 2e-3,
                                 workers: int = 1, save_dir: str | None = None,
+                                k_cam_errors: Sequence[float] = (),
                                 log: Callable[[str], None] | None = None) -> list[dict]:
     """Paper 2 Table 3's shape: rows (variant, test camera) with δ1–3, REL, RMSE, log10.
 
@@ -288,6 +289,8 @@ def run_cross_camera_experiment(train: Sequence[CameraSet], test: Sequence[Camer
     see the same batches. ``workers`` 2 trains them in two processes (one thread each);
     ``save_dir``: resumable checkpoints ``<variant>.ckpt`` and the trained models
     ``camind_nok.pt`` / ``camind_gt.pt`` (:func:`save_camind`, usable by ``rig predict``).
+    ``k_cam_errors`` (e.g. 0.9, 1.1): extra rows 'k_cam ×f' — the gt-trained model given each test
+    camera's true k_cam times f, i.e. how a calibration error propagates to depth.
     """
     from pathlib import Path
 
@@ -333,6 +336,10 @@ def run_cross_camera_experiment(train: Sequence[CameraSet], test: Sequence[Camer
                 if cam.k_cam_est_px is not None:
                     rows.append({"variant": "est k_cam", "camera": cam.name, "k_cam_px": cam.k_cam_est_px,
                                  **evaluate_camind(model, cam, cam.k_cam_est_px)})
+            for f in k_cam_errors:
+                for cam in test:
+                    rows.append({"variant": f"k_cam ×{f:g}", "camera": cam.name, "k_cam_px": cam.k_cam_px * f,
+                                 **evaluate_camind(model, cam, cam.k_cam_px * f)})
     return rows
 
 

@@ -97,16 +97,31 @@ def run_camind_experiment(args: argparse.Namespace) -> int:
     rows, what = camind_exp.run(args.steps, n_sim_train=args.train_scenes, n_sim_test=args.test_scenes,
                                 use_real=not args.no_real, calibrate=not args.no_calibrate, workers=args.workers,
                                 save_dir=args.save_dir, crop=args.crop, batch=args.batch, base=args.base,
+                                seed=args.seed, k_cam_errors=_parse_factors(args.k_cam_errors),
                                 log=lambda m: print(m, flush=True))
     table = format_table(rows)
     print(table)
     if args.out:
-        head = (f"Cross-camera DFD ({args.steps} steps, batch {args.batch}, {args.crop}² crops, base {args.base}; "
+        head = (f"Cross-camera DFD ({args.steps} steps, batch {args.batch}, {args.crop}² crops, base {args.base}, "
+                f"seed {args.seed}; "
                 f"{what}; {time.perf_counter() - t0:.0f} s)\n\n")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(head + table + "\n")
         print(f"table: {args.out}")
     return 0
+
+
+def _parse_factors(text: str | None) -> tuple[float, ...]:
+    """'0.9,1.1' -> (0.9, 1.1); RigError (one line) on anything but positive numbers."""
+    if not text:
+        return ()
+    try:
+        vals = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise RigError(f"--k-cam-errors: expected comma-separated factors like 0.9,1.1, got {text!r}") from None
+    if not all(v > 0 for v in vals):
+        raise RigError(f"--k-cam-errors: factors must be > 0, got {text!r}")
+    return vals
 
 
 def add_experiment_parser(sub: argparse._SubParsersAction, name: str = "camind-experiment") -> argparse.ArgumentParser:
@@ -121,6 +136,9 @@ def add_experiment_parser(sub: argparse._SubParsersAction, name: str = "camind-e
     p.add_argument("--crop", type=int, default=96, help="square training crop, px (multiple of 4)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--base", type=int, default=16, help="U-Net base width")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and batch order (default 0)")
+    p.add_argument("--k-cam-errors", default=None, metavar="F,F", help="extra rows: the k_cam-trained model "
+                   "given the true k_cam times each factor (e.g. 0.9,1.1: a 10 %% calibration error)")
     p.add_argument("--save-dir", default=None, help="resumable checkpoints + camind_gt.pt / camind_nok.pt here")
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.set_defaults(func=run_camind_experiment)

@@ -186,7 +186,8 @@ def build_sets(n_sim_train: int, n_sim_test: int, use_real: bool = True, calibra
 
 def run(steps: int, n_sim_train: int = 24, n_sim_test: int = 8, use_real: bool = True, calibrate: bool = True,
         workers: int = 2, save_dir: str | None = None, crop: int = 96, batch: int = 8, base: int = 16,
-        log: Callable[[str], None] = print) -> tuple[list[dict], str]:
+        seed: int = 0, k_cam_errors: Sequence[float] = (), log: Callable[[str], None] = print
+        ) -> tuple[list[dict], str]:
     """Train both variants and evaluate; returns (rows, data description)."""
     from inference.camind import run_cross_camera_experiment
     from rig import optics
@@ -195,7 +196,7 @@ def run(steps: int, n_sim_train: int = 24, n_sim_test: int = 8, use_real: bool =
     log(f"data: {what}; train k_cam {', '.join(f'{c.k_cam_px:.2f}' for c in train)} px")
     rows = run_cross_camera_experiment(train, test, FOCUS_M, steps=steps, crop_hw=(crop, crop), batch=batch,
                                        base=base, rho=optics.PAPER1_RHO, workers=workers, save_dir=save_dir,
-                                       log=log)
+                                       seed=seed, k_cam_errors=k_cam_errors, log=log)
     return rows, what
 
 

@@ -116,9 +116,11 @@ def _rig(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def test_bad_steps_is_one_line(capsys: pytest.CaptureFixture) -> None:
-    rc, out, err = _rig(capsys, "camind-experiment", "--steps", "0")
-    assert rc == 2 and "--steps" in err and "Traceback" not in err + out and len(err.strip().splitlines()) == 1
+@pytest.mark.parametrize("args, flag", [(["--steps", "0"], "--steps"), (["--k-cam-errors", "0.9,x"], "--k-cam-errors"),
+                                        (["--k-cam-errors", "-1"], "--k-cam-errors")])
+def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture, args: list[str], flag: str) -> None:
+    rc, out, err = _rig(capsys, "camind-experiment", *args)
+    assert rc == 2 and flag in err and "Traceback" not in err + out and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -126,11 +128,11 @@ def test_experiment_cli_end_to_end_and_its_model_predicts(tmp_path: Path, capsys
     save = tmp_path / "camind"
     rc, out, _ = _rig(capsys, "camind-experiment", "--steps", "3", "--train-scenes", "1", "--test-scenes", "1",
                       "--no-real", "--workers", "1", "--batch", "2", "--crop", "32", "--base", "4",
-                      "--save-dir", str(save), "--out", str(tmp_path / "t.md"))
+                      "--k-cam-errors", "0.9", "--save-dir", str(save), "--out", str(tmp_path / "t.md"))
     assert rc == 0
     table = (tmp_path / "t.md").read_text()
     for row in ("| no k_cam | f/2.8 |", "| gt k_cam | f/5.6 |", "| est k_cam | f/2.8 |", "| est k_cam | f/5.6 |",
-                "| gt k_cam | f/4 (seen) |"):
+                "| gt k_cam | f/4 (seen) |", "| k_cam ×0.9 | f/5.6 |"):
         assert row in table
     assert (save / "camind_gt.pt").is_file() and (save / "camind_nok.pt").is_file()
     img = tmp_path / "shot.png"
