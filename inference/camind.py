@@ -375,9 +375,10 @@ def save_camind(model: CamIndDFD, path, meta: dict) -> "Path":
 
 
 def is_camind_file(path) -> bool:
-    """True when ``path`` is a file written by :func:`save_camind`."""
+    """True when ``path`` is a file written by :func:`save_camind`. Memory-mapped, so telling a
+    D3-Net file apart does not read its weights a second time before ``load_model`` does."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 — not ours
         return False
     return isinstance(obj, dict) and obj.get("arch") == CAMIND_ARCH

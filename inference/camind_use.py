@@ -64,6 +64,13 @@ def focus_warning(meta: dict[str, Any], cfg: "RigConfig") -> str | None:
             f"(dslr.focus_m); its depth network learned one focus distance, so depths will be biased")
 
 
+def refuse_mc_samples(mc_samples: int) -> None:
+    """RigError (one line) when MC-dropout samples are asked of a camind model (it has no dropout)."""
+    if mc_samples:
+        raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
+                       "MC-dropout uncertainty; leave --mc-samples at 0")
+
+
 def check_overrides(k_cam_px: float | None, gamma_px: float | None) -> None:
     """RigError (one line) unless ``k_cam_px`` is None or finite > 0 and ``gamma_px`` None or finite >= 0."""
     if k_cam_px is not None and not (math.isfinite(k_cam_px) and k_cam_px > 0):

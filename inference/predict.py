@@ -145,9 +145,9 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
 
             camind = open_camind(path, load_rig_config("simulated"))
     if camind is not None:
-        if mc_samples:
-            raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
-                           "MC-dropout uncertainty; leave --mc-samples at 0")
+        from inference.camind_use import refuse_mc_samples
+
+        refuse_mc_samples(mc_samples)
         target = camind.image_size_px if resize == "auto" else None
         infer = lambda rgb: Prediction(camind.infer(rgb))  # noqa: E731
     else:
@@ -182,7 +182,7 @@ def open_camind_for_args(args: argparse.Namespace,
     """The CamindRunner when ``--model`` is a camera-independent model (constants from ``--config``,
     default simulated, or ``--k-cam-px`` / ``--gamma-px``), its source line printed; else None
     (RigError when the camind-only flags are given with another model)."""
-    from inference.camind_use import camind_model_path, check_overrides, open_camind
+    from inference.camind_use import camind_model_path, check_overrides, open_camind, refuse_mc_samples
 
     k, g = getattr(args, "k_cam_px", None), getattr(args, "gamma_px", None)
     check_overrides(k, g)
@@ -192,9 +192,7 @@ def open_camind_for_args(args: argparse.Namespace,
             raise RigError("--k-cam-px/--gamma-px: only for camera-independent (camind) models; "
                            f"{args.model} is not one")
         return None
-    if args.mc_samples:
-        raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
-                       "MC-dropout uncertainty; leave --mc-samples at 0")
+    refuse_mc_samples(args.mc_samples)
     from rig.config import load_rig_config
 
     runner = open_camind(path, load_rig_config(getattr(args, "config", None) or "simulated"), k, g)

@@ -410,14 +410,13 @@ def _kinect_like_holes(depth_m: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 def fill_bench_frames(quick: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, RGB, depth m) frames: the real DFD indoor set when present, else analytic scenes."""
-    import os
-
     import cv2
 
+    from rig.datasets import shared_data_root
     from rig.imageio import read_depth_m, read_rgb
 
     n = 1 if quick else 3
-    root = Path(os.environ.get("RIG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = shared_data_root()
     frames: list[tuple[str, np.ndarray, np.ndarray]] = []
     indoor = root / "dfd_indoor" / "train"
     if indoor.is_dir():

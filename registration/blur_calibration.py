@@ -87,21 +87,20 @@ def _robust_mean(values: np.ndarray) -> float:
     return float(v[keep].mean())
 
 
-def _moments_sigma(u: np.ndarray, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float
-                   ) -> tuple[float, float, float]:
-    """(σ² px², mass m0, centre-refined x, y ignored) of a dark-fraction map: the small root of
-    det(Cov(u) − σ²I) = (m0/4π)² (module doc). Returns (σ², m0, disc) with σ² NaN when undefined."""
+def _moments_sigma(u: np.ndarray, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float) -> float:
+    """σ² (px²) of a dark-fraction map u about (cx, cy): the small root of det(Cov(u) − σ²I) = (m0/4π)²,
+    m0 = Σu (module doc); NaN when undefined."""
     m0 = float(u.sum())
     if m0 <= 0:
-        return float("nan"), m0, float("nan")
+        return float("nan")
     dx, dy = xx - cx, yy - cy
     cxx, cyy, cxy = (u * dx * dx).sum() / m0, (u * dy * dy).sum() / m0, (u * dx * dy).sum() / m0
     tr, det = cxx + cyy, cxx * cyy - cxy * cxy
     c = m0 / (4.0 * math.pi)
     disc = tr * tr - 4.0 * (det - c * c)
     if disc < 0:
-        return float("nan"), m0, disc
-    return 0.5 * (tr - math.sqrt(disc)), m0, disc
+        return float("nan")
+    return 0.5 * (tr - math.sqrt(disc))
 
 
 def circle_sigma_px(lin: np.ndarray, centre: tuple[float, float], cell_px: float,
@@ -115,8 +114,8 @@ def circle_sigma_px(lin: np.ndarray, centre: tuple[float, float], cell_px: float
     The second moments weight a white-level error e by r⁴ over the integration disk, so σ² is first
     measured over the whole cell, then again over a disk just large enough for the blurred circle
     (radius R + 4σ + 2 px, R = √(m0/π), when that fits in the cell) with the white level from a
-    3 px ring just outside it — this
-    removes the ~0.7–0.9 px (quadrature) under-estimate the whole-cell integral showed at σ ≤ 3 px.
+    3 px ring just outside it. This removes the ~0.7–0.9 px (quadrature) under-estimate the
+    whole-cell integral showed at σ ≤ 3 px.
     """
     cx, cy = float(centre[0]), float(centre[1])
     r_cell = float(cell_px)
@@ -140,7 +139,7 @@ def circle_sigma_px(lin: np.ndarray, centre: tuple[float, float], cell_px: float
         if m0 <= 0:
             return CircleMoments(float("nan"), (cx, cy), white, ratio_c)
         cx, cy = float((u * xx).sum() / m0), float((u * yy).sum() / m0)
-        s2, m0, _ = _moments_sigma(u, xx, yy, cx, cy)
+        s2 = _moments_sigma(u, xx, yy, cx, cy)
         if it >= max(1, iterations) - 1 and np.isfinite(s2):
             radius = math.sqrt(m0 / math.pi)
             tight = radius + 4.0 * math.sqrt(max(s2, 0.0)) + 2.0

@@ -21,7 +21,6 @@ metrics are in :mod:`inference.camind`.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -75,14 +74,11 @@ def simulated_scenes(n: int, first: int = 0) -> list[Scene]:
 
 
 def real_dfd_root() -> Path | None:
-    """``$RIG_SHARED_DATA/dfd_indoor/train`` or ``../shared/data/dfd_indoor/train``; None when absent."""
-    base = os.environ.get("RIG_SHARED_DATA")
-    cands = [Path(base) / "dfd_indoor" / "train"] if base else []
-    cands.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dfd_indoor" / "train")
-    for c in cands:
-        if (c / "N8").is_dir() and (c / "depth").is_dir():
-            return c
-    return None
+    """``dfd_indoor/train`` under :func:`rig.datasets.shared_data_root`; None when absent."""
+    from rig.datasets import shared_data_root
+
+    root = shared_data_root() / "dfd_indoor" / "train"
+    return root if (root / "N8").is_dir() and (root / "depth").is_dir() else None
 
 
 def real_scenes(root: Path, test_fraction: float = 0.25) -> tuple[list[Scene], list[Scene]]:

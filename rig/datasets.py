@@ -150,6 +150,14 @@ def pair_folder(rgb_dir: Path, depth_dir: Path, tolerance_s: float = 0.5
     return [(r.stem, r, d) for r, d in pairs], [str(p) for p in (*un_a, *un_b)]
 
 
+def shared_data_root() -> Path:
+    """Where the project's shared real data lives: ``$RIG_SHARED_DATA``, else ``../shared/data``
+    beside the repository (it may be absent: callers check)."""
+    import os
+
+    return Path(os.environ.get("RIG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
 # --------------------------------------------------------------------------------- DFD release
 @dataclass(frozen=True)
 class DfdSplitDirs:

@@ -388,12 +388,11 @@ def camind_backend(path: Path, cfg: "RigConfig | None", *, backend: str = "auto"
     """Torch eager for a camind model file, k_cam / γ from ``cfg`` (scaled to each frame's width).
     There is no ONNX export of camind models (``--backend onnx`` falls back with a note) and no
     dropout (``mc_samples`` > 0 is a RigError)."""
-    if mc_samples:
-        raise RigError("--mc-samples: a camera-independent (camind) model has no dropout, so no "
-                       "MC-dropout uncertainty; leave --mc-samples at 0")
     import torch
 
-    from inference.camind_use import open_camind
+    from inference.camind_use import open_camind, refuse_mc_samples
+
+    refuse_mc_samples(mc_samples)
     from rig.config import load_rig_config
 
     runner = open_camind(path, cfg if cfg is not None else load_rig_config("simulated"))
