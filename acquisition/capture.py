@@ -15,7 +15,7 @@ transfer time (``rig bench capture`` measures what remains).
 
 Retried: busy, timeout, truncated transfer, disconnect. Not retried (stop the session with one
 line): a setting the camera does not offer, any other device error, a full disk
-(:class:`rig.session.StorageFull`), other write errors.
+(:class:`rig.core.session.StorageFull`), other write errors.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import yaml
 
 from acquisition.protocols import (DepthSensor, DeviceBusy, DeviceDisconnected, DeviceTimeout, Dslr,
                                    TransferError, fuse_depth_burst)
-from rig.config import RigConfig
-from rig.errors import DeviceError, RigError
-from rig.imageio import atomic_write_bytes, write_depth_mm, write_image
-from rig.records import (ALL_IN_FOCUS_NAME, CAPTURE_META_NAME, DEFOCUSED_NAME, DEPTH_FRAME_NAME, DEPTH_FUSED_NAME,
+from rig.core.config import RigConfig
+from rig.core.errors import DeviceError, RigError
+from rig.core.imageio import atomic_write_bytes, write_depth_mm, write_image
+from rig.core.records import (ALL_IN_FOCUS_NAME, CAPTURE_META_NAME, DEFOCUSED_NAME, DEPTH_FRAME_NAME, DEPTH_FUSED_NAME,
                          IR_NAME, TRUTH_DIR, Capture, DepthBurst, DslrShot, capture_to_dict)
-from rig.session import (Session, StorageFull, capture_id_for, is_disk_full, utc_now_iso, verify_image_file)
+from rig.core.session import (Session, StorageFull, capture_id_for, is_disk_full, utc_now_iso, verify_image_file)
 
 RETRYABLE: tuple[type[DeviceError], ...] = (DeviceBusy, DeviceTimeout, TransferError, DeviceDisconnected)
 BACKOFF_MAX_S = 30.0

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from acquisition.protocols import DepthSensor, Dslr
-from rig.config import RigConfig
-from rig.errors import DeviceError
+from rig.core.config import RigConfig
+from rig.core.errors import DeviceError
 
 # kind -> driver -> (module, class)
 DRIVERS: dict[str, dict[str, tuple[str, str]]] = {

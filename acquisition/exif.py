@@ -22,7 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 EXIF_KEYS: tuple[str, ...] = ("FNumber", "ExposureTime", "ISOSpeedRatings", "FocalLength",
                               "DateTimeOriginal", "SubSecTimeOriginal", "Model")

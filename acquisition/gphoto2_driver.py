@@ -5,7 +5,7 @@ on an f-number the camera does not offer) and read back afterwards. Names are no
 brands: aperture (Nikon ``f-number`` / Canon ``aperture``), shutter (``shutterspeed`` /
 ``shutterspeed2``), iso, capturetarget, imageformat (Nikon ``imagequality`` / Canon ``imageformat``).
 
-Errors are the protocol's :class:`~rig.errors.DeviceError` subclasses with one-line messages;
+Errors are the protocol's :class:`~rig.core.errors.DeviceError` subclasses with one-line messages;
 "PTP Device Busy" (GP_ERROR_CAMERA_BUSY, -110) is retried with exponential backoff.
 gphoto2 is imported lazily, so importing this module never needs the library.
 """
@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterable, TypeVar
 from acquisition.exif import read_exif
 from acquisition.protocols import (DeviceBusy, DeviceDisconnected, DeviceTimeout, Dslr, Setting,
                                    SettingRejected, ShotFile, TransferError)
-from rig.errors import DeviceError
-from rig.imageio import atomic_write_bytes
-from rig.optics import exposure_stops, matched_iso, matched_shutter_s
+from rig.core.errors import DeviceError
+from rig.core.imageio import atomic_write_bytes
+from rig.core.optics import exposure_stops, matched_iso, matched_shutter_s
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

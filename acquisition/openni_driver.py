@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from acquisition.protocols import DeviceTimeout, SettingRejected
-from rig.errors import DeviceError
-from rig.records import Intrinsics
+from rig.core.errors import DeviceError
+from rig.core.records import Intrinsics
 
 LIB_NAMES = ("libOpenNI2.so", "libOpenNI2.so.0")
 INSTALL_HINT = "apt-get install libopenni2-0"

@@ -1,6 +1,6 @@
 """Device protocols every driver implements (gphoto2, RealSense, OpenNI2, simulated).
 
-Errors: drivers raise :class:`rig.errors.DeviceError` subclasses below with one-line messages that
+Errors: drivers raise :class:`rig.core.errors.DeviceError` subclasses below with one-line messages that
 say what to do. Settings are validated against the device's own choices before being set.
 """
 
@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from rig.errors import DeviceError
-from rig.records import Intrinsics
+from rig.core.errors import DeviceError
+from rig.core.records import Intrinsics
 
 
 class DeviceBusy(DeviceError):

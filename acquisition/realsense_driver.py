@@ -15,7 +15,7 @@ Recording wraps the device in ``rs.recorder(path, device)`` — the record devic
 ``rs.config.enable_record_to_file`` uses internally. librealsense >= 2.58 writes rosbag2 (SQLite)
 files and refuses any other suffix than ``.db3``; playback reads ``.db3`` and legacy ``.bag``.
 
-Errors are one-line :class:`rig.errors.DeviceError` subclasses (see :mod:`acquisition.protocols`).
+Errors are one-line :class:`rig.core.errors.DeviceError` subclasses (see :mod:`acquisition.protocols`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from acquisition.protocols import DeviceDisconnected, DeviceTimeout, SettingRejected
-from rig.errors import DeviceError
-from rig.records import Extrinsics, Intrinsics
+from rig.core.errors import DeviceError
+from rig.core.records import Extrinsics, Intrinsics
 
 RECORD_SUFFIX = ".db3"
 PLAYBACK_SUFFIXES = (".db3", ".bag")

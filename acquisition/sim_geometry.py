@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rig.config import RigConfig
-from rig.records import Extrinsics, Intrinsics
+from rig.core.config import RigConfig
+from rig.core.records import Extrinsics, Intrinsics
 
 
 def dslr_intrinsics(cfg: RigConfig, output_size: bool = False) -> Intrinsics:

@@ -18,7 +18,7 @@ Pipeline (all at the image's own resolution unless said otherwise):
    back bilinearly;
 5. σ → blur-circle diameter ε = σ/ρ (``cfg.blur.rho``; a disk PSF's edge profile has the peak
    gradient of a Gaussian with σ ≈ 0.31ε, so ρ = 0.3 serves both PSFs) → depth with the rig's thin
-   lens (:func:`rig.optics.depth_from_blur_m`) on the chosen side of the focal plane.
+   lens (:func:`rig.core.optics.depth_from_blur_m`) on the chosen side of the focal plane.
 
 What it can and cannot do (tests/test_baseline_zhuo.py shows each): blur grows on both sides of the
 focal plane, so a single defocus map cannot tell in front from behind (``side`` picks one); inside
@@ -28,7 +28,6 @@ propagated from edges.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from rig import optics
-from rig.errors import RigError
-from rig.optics import Lens
+from rig.core import optics
+from rig.core.errors import RigError
+from rig.core.optics import Lens
 
 SIDES = ("far", "near")
 DEFAULT_CONFIG = "nikon_d200_xtion"  # paper 1's real rig
@@ -373,12 +372,12 @@ def iter_eval_samples(data_dir: Path | str, split: str, input_kind: str = "N2_8"
                       limit: int | None = None, meta: dict[str, Any] | None = None) -> tuple[str, str, list[str], Any]:
     """(root label, split label, ids, iterator of :class:`EvalSample`) for a dataset split.
 
-    ``data_dir`` is a rig.dataset folder (manifest.yaml) or paper 1's DFD release in either layout
-    (rig.datasets: files paired by nearest name timestamp), e.g. ../shared/data/dfd_indoor.
+    ``data_dir`` is a rig.core.dataset folder (manifest.yaml) or paper 1's DFD release in either layout
+    (rig.core.datasets: files paired by nearest name timestamp), e.g. ../shared/data/dfd_indoor.
     ``meta``: a model's metadata, so that split 'val' means the validation ids recorded in it (as in
     ``rig eval``).
     """
-    from rig import dataset as rds
+    from rig.core import dataset as rds
 
     if input_kind not in ("N2_8", "N8"):
         raise RigError(f"input must be N2_8 or N8, got {input_kind!r}")
@@ -398,8 +397,8 @@ def iter_eval_samples(data_dir: Path | str, split: str, input_kind: str = "N2_8"
                 yield EvalSample(sid, rgb, smp.depth_m, (smp.valid > 0) & (smp.depth_m > 0))
 
         return str(es.root), es.label, ids, gen_ds()
-    from rig.datasets import find_dfd_triplets
-    from rig.imageio import read_depth_m, read_rgb
+    from rig.core.datasets import find_dfd_triplets
+    from rig.core.imageio import read_depth_m, read_rgb
 
     if not root.is_dir():
         raise RigError(f"{root}: no such folder (expected a dataset folder or the DFD release)")
@@ -434,7 +433,7 @@ def evaluate_baseline(data_dir: Path | str, split: str, cfg: Any, input_kind: st
                       progress: bool = False, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of the baseline on a dataset split, the way ``rig eval`` reports a network.
 
-    ``data_dir``: a rig.dataset folder or the DFD release (see :func:`iter_eval_samples`).
+    ``data_dir``: a rig.core.dataset folder or the DFD release (see :func:`iter_eval_samples`).
     Returns {'method', 'data', 'split', 'input', 'side', 'config', 'n_images', 'metrics' (mean over
     images, :mod:`inference.metrics`), 'pooled', 'oracle_side' (mean metrics when each pixel takes the
     side of the focal plane its ground truth is on: what the front/behind ambiguity costs),
@@ -475,120 +474,3 @@ def evaluate_baseline(data_dir: Path | str, split: str, cfg: Any, input_kind: st
                          "gamma_px": cfg.blur.gamma_px, "focus_m": cfg.dslr.focus_m,
                          "sensor_range_m": [lo_m, hi_m],
                          "min_depth_m": min_depth_m, "max_depth_m": max_depth_m, "aggregate": "mean over images"}}
-
-
-# ------------------------------------------------------------------------------------------ CLI
-def add_param_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by the baseline commands."""
-    d = ZhuoParams()
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="rig config (lens, focus, ρ, γ); default "
-                   "nikon_d200_xtion (paper 1's real rig)")
-    p.add_argument("--side", choices=SIDES, default="far", help="side of the focal plane the scene is assumed "
-                   "on (defocus alone cannot tell; default far)")
-    p.add_argument("--focus-m", type=float, help="override the focus distance (m)")
-    p.add_argument("--sigma0", type=float, default=d.sigma0_px, help=f"re-blur σ0 in px (default {d.sigma0_px})")
-    p.add_argument("--canny-low", type=float, default=d.canny_low,
-                   help=f"Canny low threshold (default {d.canny_low:g})")
-    p.add_argument("--canny-high", type=float, default=d.canny_high,
-                   help=f"Canny high threshold (default {d.canny_high:g})")
-    p.add_argument("--lam", type=float, default=d.lam, help=f"propagation data weight λ (default {d.lam:g})")
-    p.add_argument("--work-px", type=int, default=d.work_px,
-                   help=f"long side of the propagation grid, 0 = full size (default {d.work_px})")
-
-
-def params_from_args(args: argparse.Namespace) -> ZhuoParams:
-    if args.sigma0 <= 0:
-        raise RigError("--sigma0: must be > 0 px")
-    if not 0 < args.canny_low <= args.canny_high:
-        raise RigError("--canny-low/--canny-high: need 0 < low <= high")
-    if args.lam <= 0:
-        raise RigError("--lam: must be > 0")
-    if args.work_px < 0 or 0 < args.work_px < 16:
-        raise RigError("--work-px: use 0 (full size) or at least 16")
-    return ZhuoParams(sigma0_px=args.sigma0, canny_low=args.canny_low, canny_high=args.canny_high, lam=args.lam,
-                      work_px=args.work_px)
-
-
-def config_from_args(args: argparse.Namespace) -> Any:
-    from rig.config import load_rig_config
-
-    cfg = load_rig_config(args.config)
-    if args.focus_m is not None:
-        if args.focus_m * 1000.0 <= cfg.dslr.focal_mm:
-            raise RigError(f"--focus-m: must exceed the focal length ({cfg.dslr.focal_mm:g} mm)")
-        cfg = load_rig_config(args.config, {"dslr.focus_m": float(args.focus_m)})
-    return cfg
-
-
-def cmd_zhuo(args: argparse.Namespace) -> int:
-    """``rig baseline zhuo``: depth PNGs (16-bit mm) for an image or a folder."""
-    from inference.predict import colorize, list_inputs
-    from rig.imageio import read_rgb, write_depth_mm, write_image
-
-    cfg = config_from_args(args)
-    params = params_from_args(args)
-    inputs = list_inputs(Path(args.input))
-    out = Path(args.out)
-    for f in inputs:
-        rgb = fit_to_output(read_rgb(f), cfg)
-        res = estimate_for_config(rgb, cfg, args.side, params)
-        write_depth_mm(out / f"{f.stem}.png", res.depth_m)
-        if args.colorize:
-            write_image(out / f"{f.stem}_color.png", colorize(res.depth_m))
-            write_image(out / f"{f.stem}_blur_color.png", colorize(res.blur_px + 1e-6, lo=0.0, cmap="magma"))
-        print(f"{f.name}: {res.info['n_edges']} edge px, median blur {np.median(res.blur_px):.2f} px, "
-              f"median depth {np.median(res.depth_m):.2f} m ({args.side} side) -> {out / (f.stem + '.png')}")
-    print(f"wrote {len(inputs)} depth map(s) to {out}")
-    return 0
-
-
-def format_metrics_table(rows: list[tuple[str, dict[str, float]]], title: str) -> Any:
-    """A rich Table of the depth metrics, one row per method."""
-    from rich.table import Table
-
-    from inference.metrics import METRIC_NAMES
-
-    t = Table(title=title)
-    t.add_column("method")
-    for k in METRIC_NAMES:
-        t.add_column(k, justify="right")
-    for name, m in rows:
-        t.add_row(name, *[("-" if m.get(k) is None or not np.isfinite(m[k]) else
-                           f"{m[k] * 100:.1f}%" if k.startswith("delta") else f"{m[k]:.3f}") for k in METRIC_NAMES])
-    return t
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    """``rig baseline eval``: the baseline's metrics on a dataset split, beside networks' (--model)."""
-    from rich.console import Console
-
-    from inference.evaluate import write_json
-
-    cfg = config_from_args(args)
-    params = params_from_args(args)
-    if args.limit is not None and args.limit < 1:
-        raise RigError("--limit: must be >= 1")
-    meta: dict[str, Any] = {}
-    if args.model:  # split 'val' = the validation ids the (first) model records, as `rig eval` does
-        from inference.model import load_model
-
-        meta = load_model(args.model[0]).meta
-    res = evaluate_baseline(Path(args.data), args.split, cfg, args.input, args.side, params, args.limit,
-                            progress=True, meta=meta)
-    lo, hi = res["settings"]["sensor_range_m"]
-    rows = [(f"Zhuo & Sim ({args.side} side)", res["metrics"]),
-            (f"  clipped to {lo:g}-{hi:g} m", res["sensor_range"]),
-            ("  oracle side of focus", res["oracle_side"])]
-    nets = []
-    for ref in args.model or []:
-        from inference.evaluate import evaluate
-
-        r = evaluate(ref, Path(args.data), args.split, input_kind=None, grid=0, limit=args.limit, progress=True)
-        nets.append(r)
-        rows.append((f"{Path(r['model']).name} ({r['arch']}, {r['input']})", r["metrics"]))
-    Console().print(format_metrics_table(rows, f"{res['split']} of {res['data']}: {res['n_images']} images, "
-                                         f"baseline input {args.input}, config {cfg.name}"))
-    if args.json_out:
-        write_json(Path(args.json_out), {"baseline": res, "networks": nets})
-        print(f"wrote {args.json_out}")
-    return 0

@@ -6,7 +6,7 @@ Two small U-Nets:
    defocused RGB;
 2. the blur is corrected for the camera: σ_defocus = √(λ² − γ²) (γ: the in-focus blur) and divided
    by the camera constant, b = σ_defocus / (ρ·k_cam) — which equals |d − d_f|/d, independent of the
-   camera (rig.optics: σ = ρ·ε, ε = k_cam·|d − d_f|/d, so paper 2's k_cam is ρ·k_cam_px here);
+   camera (rig.core.optics: σ = ρ·ε, ε = k_cam·|d − d_f|/d, so paper 2's k_cam is ρ·k_cam_px here);
 3. the *depth network* takes the corrected blur b together with the RGB and the blur network's
    encoder features (skip connections) and predicts depth (log-depth head).
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rig import optics
+from rig.core import optics
 
 METRICS = ("delta1", "delta2", "delta3", "rel", "rms", "log10")
 
@@ -239,7 +239,7 @@ def train_camind(model: CamIndDFD, train: Sequence[CameraSet], focus_m: float, s
         if ck is not None and (done % checkpoint_every == 0 or done == steps):
             import io
 
-            from rig.imageio import atomic_write_bytes
+            from rig.core.imageio import atomic_write_bytes
 
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -364,7 +364,7 @@ def save_camind(model: CamIndDFD, path, meta: dict) -> "Path":
     import io
     from pathlib import Path
 
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     full = {**meta, "base": int(model.blur_net.channels[0]), "rho": model.rho, "use_k_cam": model.use_k_cam}
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -386,7 +386,7 @@ def is_camind_file(path) -> bool:
 
 def load_camind(path) -> tuple[CamIndDFD, dict]:
     """(model in eval mode, meta) from a :func:`save_camind` file; RigError (one line) otherwise."""
-    from rig.errors import RigError
+    from rig.core.errors import RigError
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -5,7 +5,7 @@ network, so the same weights serve any camera once that camera's constants are k
 retraining. They come from the rig config:
 
 * k_cam (px, blur-circle diameter convention, at ``output.size_px``): ``blur.k_cam_px`` as measured
-  by ``rig calibrate blur --write``, else the thin-lens value :func:`rig.optics.k_cam_px` of the
+  by ``rig calibrate blur --write``, else the thin-lens value :func:`rig.core.optics.k_cam_px` of the
   defocused lens;
 * γ (px, the in-focus blur): ``blur.gamma_px`` (default 0).
 
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 if TYPE_CHECKING:
     from inference.camind import CamIndDFD
-    from rig.config import RigConfig
+    from rig.core.config import RigConfig
 
 SOURCE_CONFIG = "blur calibration (config)"
 SOURCE_THIN_LENS = "thin-lens model"
@@ -41,7 +41,7 @@ def camera_constants(cfg: "RigConfig", width_px: int | float) -> tuple[float, fl
     the defocused lens (source "thin-lens model"); γ: ``cfg.blur.gamma_px``. Both are given in
     ``cfg.output.size_px`` pixels and scaled here by ``width_px / cfg.output.size_px[0]``.
     """
-    from rig import optics
+    from rig.core import optics
 
     scale = float(width_px) / float(cfg.output.size_px[0])
     if cfg.blur.k_cam_px is not None:

@@ -18,7 +18,6 @@ EXIF is read with exifread here (inference does not import the acquisition stage
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 DEFAULT_MODEL_N2_8 = "dfd-n2.8"
@@ -216,7 +215,7 @@ COLUMNS = (("in_n2_8", "f/2.8 input"), ("in_n8", "f/8 input"), ("depth_n2_8", "N
 
 def write_html(out_dir: Path, scenes: list[SceneResult], meta: dict[str, Any], unpaired: list[str]) -> Path:
     """index.html: one row per scene, the PNGs side by side, settings and unpaired files listed."""
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     esc = html.escape
     rows = []
@@ -264,8 +263,8 @@ def compare_pairs(pairs_dir: Path, out_dir: Path, model_n2_8: str = DEFAULT_MODE
     from inference import baseline_zhuo as zb
     from inference.model import load_model
     from inference.predict import colorize, predict_image
-    from rig.config import load_rig_config
-    from rig.imageio import read_rgb, write_depth_mm, write_image
+    from rig.core.config import load_rig_config
+    from rig.core.imageio import read_rgb, write_depth_mm, write_image
 
     cfg = cfg if cfg is not None else load_rig_config(zb.DEFAULT_CONFIG)
     shots = [read_shot(p) for p in list_shot_files(pairs_dir)]
@@ -316,24 +315,3 @@ def compare_pairs(pairs_dir: Path, out_dir: Path, model_n2_8: str = DEFAULT_MODE
             "scenes": [{"name": s.pair.name, "defocused": str(s.pair.defocused.path),
                         "all_in_focus": str(s.pair.all_in_focus.path), "gap_s": s.pair.gap_s,
                         "files": s.files, "stats": s.stats} for s in scenes]}
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``rig compare``."""
-    import torch
-
-    from inference import baseline_zhuo as zb
-    from inference.predict import _device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.tolerance_s <= 0:
-        raise RigError("--tolerance-s: must be > 0")
-    cfg = zb.config_from_args(args)
-    params = zb.params_from_args(args)
-    r = compare_pairs(Path(args.pairs), Path(args.out), args.model_n2_8, args.model_n8, cfg, args.tolerance_s,
-                      _device(args.device), baseline=not args.no_baseline, baseline_params=params, side=args.side)
-    for u in r["unpaired"]:
-        print(f"not paired: {u}")
-    print(f"{len(r['scenes'])} scene(s) -> {r['index']}")
-    return 0

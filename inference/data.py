@@ -1,4 +1,4 @@
-"""Training data from the rig.dataset layout: in-memory image sets, scene-wise validation split, crops.
+"""Training data from the rig.core.dataset layout: in-memory image sets, scene-wise validation split, crops.
 
 Augmentation is limited to random crops and horizontal flips: nothing that changes the blur (no
 scaling, no rotation, no photometric jitter), because the blur size is the depth cue.
@@ -15,8 +15,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from rig import dataset as rds
-from rig.errors import RigError
+from rig.core import dataset as rds
+from rig.core.errors import RigError
 
 INPUT_KINDS = ("N2_8", "N8")
 
@@ -52,7 +52,7 @@ def load_image_set(root: Path, split: str, input_kind: str, ids: Sequence[str] |
                    input_dir: Path | None = None) -> ImageSet:
     """Read the split's samples (or the given ids) with ``input_kind`` RGB ('N2_8' or 'N8'); with
     ``input_dir`` the input images come from ``<input_dir>/<id>.png`` instead (e.g. `rig synth` output)."""
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
 
     if input_kind not in INPUT_KINDS:
         raise RigError(f"input must be one of {', '.join(INPUT_KINDS)}, got {input_kind!r}")
@@ -226,7 +226,7 @@ def batches_per_epoch(n_images: int, crops_per_image: int, batch_size: int, worl
 
 def write_synthetic_dataset(root: Path, n: int = 6, size_hw: tuple[int, int] = (48, 64), seed: int = 0,
                             splits: Sequence[str] = ("train",), start: str = "2020-01-01T10:00:00") -> Path:
-    """A tiny learnable dataset in the rig.dataset layout (tests, smoke runs).
+    """A tiny learnable dataset in the rig.core.dataset layout (tests, smoke runs).
 
     Each sample is a tilted depth plane (1-4 m) with a random texture whose brightness and blur grow
     with depth, so a network can fit it in a few steps. Ids are ISO timestamps 30 s apart; the

@@ -23,7 +23,6 @@ Kinect depth). Reported with the split into annotated-equal and annotated-ordina
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -35,7 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 REL_FROM_CHAR = {">": 1, "<": -1, "=": 0}
 CHAR_FROM_REL = {1: ">", -1: "<", 0: "="}
@@ -247,7 +246,7 @@ def pairs_csv_text(sets: Sequence[PairSet]) -> str:
 
 def write_pairs_csv(path: Path | str, sets: Sequence[PairSet]) -> Path:
     """Write the pair CSV (header image,xA,yA,xB,yB,relation,weight; 0-based) atomically."""
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     atomic_write_bytes(Path(path), pairs_csv_text(sets).encode())
     return Path(path)
@@ -350,7 +349,7 @@ def load_pair_images(sets: Sequence[PairSet], images_dir: Path | None, annotatio
     ``scale_to_width``: area-resize images wider than that (points scaled along)."""
     import cv2
 
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
 
     out = []
     for s in merge_by_image(sets):
@@ -498,7 +497,7 @@ def save_finetuned(loaded: Any, path: Path, summary: dict[str, Any]) -> Path:
     the meta keeps the source model's and records the finetuning (depth is now relative)."""
     import torch
 
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     meta = dict(loaded.meta)
     meta["finetune"] = {"kind": "diw-ranking", "from": str(loaded.path),
@@ -527,9 +526,9 @@ def _jsonable(obj: Any) -> Any:
 def pairs_from_dataset(data_dir: Path | str, split: str, n_pairs: int, seed: int = 0, tau: float = DEFAULT_TAU,
                        input_kind: str = "N2_8", limit: int | None = None, min_dist_px: float = 4.0,
                        ids: Sequence[str] | None = None) -> list[PairSet]:
-    """``n_pairs`` pairs per depth map of a rig.dataset split; image names = '<kind>/<id>.png'
+    """``n_pairs`` pairs per depth map of a rig.core.dataset split; image names = '<kind>/<id>.png'
     relative to the split folder (pass ``--images DATA/SPLIT``)."""
-    from rig import dataset as rds
+    from rig.core import dataset as rds
 
     root = Path(data_dir)
     rds.read_manifest(root)
@@ -544,103 +543,3 @@ def pairs_from_dataset(data_dir: Path | str, split: str, n_pairs: int, seed: int
         out.append(make_pairs_from_depth(s.depth_m, n_pairs, rng, tau, s.valid, min_dist_px,
                                          image=f"{input_kind}/{sid}.png"))
     return out
-
-
-# -------------------------------------------------------------------------------------------- CLI
-def _device(name: str) -> str:
-    from inference.predict import _device as dev
-
-    return dev(name)
-
-
-def cmd_pairs(args: argparse.Namespace) -> int:
-    """``rig diw-pairs``: sample annotated pairs from a dataset split's depth maps."""
-    if args.n_pairs < 1:
-        raise RigError("--n-pairs: must be >= 1")
-    if args.tau < 0:
-        raise RigError("--tau: must be >= 0")
-    sets = pairs_from_dataset(Path(args.data), args.split, args.n_pairs, args.seed, args.tau, args.input,
-                              args.limit, args.min_dist)
-    out = Path(args.out)
-    if args.format == "diw":
-        from rig.imageio import atomic_write_bytes
-
-        atomic_write_bytes(out, diw_csv_text(sets).encode())
-    else:
-        write_pairs_csv(out, sets)
-    n = sum(len(s) for s in sets)
-    n_eq = sum(int((s.rel == 0).sum()) for s in sets)
-    print(f"wrote {n} pairs ({n_eq} '=', τ={args.tau:g}) from {len(sets)} depth maps to {out}; "
-          f"images are relative to {Path(args.data) / args.split}")
-    return 0
-
-
-def cmd_whdr(args: argparse.Namespace) -> int:
-    """``rig diw-eval``: WHDR of a model on an annotation file."""
-    import torch
-
-    from inference.model import load_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sets = load_annotations(args.annotations)
-    device = _device(args.device)
-    loaded = load_model(args.model, device=device)
-    images = load_pair_images(sets, Path(args.images) if args.images else None, Path(args.annotations).parent,
-                              _train_width(loaded))
-    r = evaluate_whdr(loaded.model, images, args.tau, device)
-    print(f"{loaded.path.name}: WHDR {r['whdr'] * 100:.1f}% over {r['n_pairs']} pairs "
-          f"(equal pairs {_pct(r['whdr_eq'])} of {r['n_eq']}, ordinal {_pct(r['whdr_neq'])} of {r['n_neq']}; "
-          f"τ={args.tau:g})")
-    if args.json_out:
-        from inference.evaluate import write_json
-
-        write_json(Path(args.json_out), {"model": str(loaded.path), "annotations": str(args.annotations), **r})
-    return 0
-
-
-def _train_width(loaded: Any) -> int | None:
-    """Width of the model's training images (much wider inputs are area-downsampled to it)."""
-    size = loaded.meta.get("image_size_px")
-    return int(size[0]) if size else None
-
-
-def _pct(x: float) -> str:
-    return "-" if not np.isfinite(x) else f"{x * 100:.1f}%"
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    """``rig finetune-diw``: ranking-loss finetuning of a metric model on point-pair annotations."""
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.lr <= 0:
-        raise RigError("--lr: must be > 0")
-    if args.batch < 1:
-        raise RigError("--batch: must be >= 1")
-    if args.crop < 0 or 0 < args.crop < 32:
-        raise RigError("--crop: use 0 (whole images) or at least 32 px")
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise RigError(f"{out}: exists; pass --force to overwrite")
-    device = _device(args.device)
-    from inference.model import load_model
-
-    sets = load_annotations(args.annotations)
-    vsets = load_annotations(args.val_annotations) if args.val_annotations else None
-    start = load_model(args.model, device=device)
-    images_dir = Path(args.images) if args.images else None
-    train = load_pair_images(sets, images_dir, Path(args.annotations).parent, _train_width(start))
-    val = (load_pair_images(vsets, images_dir, Path(args.val_annotations).parent, _train_width(start))
-           if vsets else None)
-    loaded, summary = finetune_diw(start, train, steps=args.steps, lr=args.lr, batch_images=args.batch,
-                                   crop_px=args.crop, seed=args.seed, device=device, val=val, tau=args.tau)
-    save_finetuned(loaded, out, summary)
-    if args.json_out:
-        from inference.evaluate import write_json
-
-        write_json(Path(args.json_out), summary)
-    print(f"finetuned {summary['steps']} steps in {summary['seconds']:.0f} s (loss {summary['loss_first']:.4f} -> "
-          f"{summary['loss_last']:.4f}) -> {out}")
-    return 0

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 PROVIDER_NAMES: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -136,7 +136,7 @@ def _to_fp16(model_bytes: bytes) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = convert_float_to_float16(onnx.load_from_string(model_bytes), keep_io_types=True)
-    from inference.export import toposort_graph
+    from inference.onnx_graph import toposort_graph
 
     toposort_graph(m.graph)
     return m.SerializeToString()
@@ -153,7 +153,7 @@ def make_session(path: Path, cfg: EngineConfig, threads: int | None = None,
     fp16 = gpu if cfg.fp16 is None else bool(cfg.fp16) and gpu
     data = Path(path).read_bytes()
     if seed_offset:
-        from inference.export import reseed_dropout
+        from inference.onnx_graph import reseed_dropout
 
         data = reseed_dropout(data, seed_offset)
     file_fp16 = _is_fp16_graph(data)
@@ -293,7 +293,7 @@ class DepthEngine:
 
     def __init__(self, model: str | Path, config: EngineConfig | None = None,
                  warm_size: tuple[int, int] | None = None, mc: bool = False) -> None:
-        from inference.export import DEPTH_OUTPUT, INPUT_NAME, companion_paths, read_onnx_meta
+        from inference.onnx_graph import DEPTH_OUTPUT, INPUT_NAME, companion_paths, read_onnx_meta
 
         self.config = config or EngineConfig()
         self.path = Path(model)

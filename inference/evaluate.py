@@ -8,7 +8,6 @@ uncertainty for the first ``--grid`` images). ``rig report DIR`` turns the folde
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from inference.metrics import (METRIC_NAMES, BinAccumulator, depth_histogram, depth_metrics, eigen_crop,
-                               eval_mask, mean_metrics, pooled_metrics)
-from rig.errors import RigError
+from inference.metrics import (BinAccumulator, depth_histogram, depth_metrics, eigen_crop, eval_mask, mean_metrics,
+                               pooled_metrics)
+from rig.core.errors import RigError
 
 GRID_MC_SAMPLES = 20
 
@@ -36,7 +35,7 @@ class EvalSet:
 
 def resolve_eval_set(root: Path, split: str, meta: dict[str, Any]) -> EvalSet:
     """The split's samples; for 'val' without a val folder, the validation ids recorded in the model."""
-    from rig import dataset as rds
+    from rig.core import dataset as rds
 
     rds.read_manifest(root)
     ids = rds.list_samples(root, split)
@@ -138,8 +137,8 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
     from inference.mc_dropout import mc_predict
     from inference.model import load_model
     from inference.predict import predict_image, to_tensor
-    from rig import dataset as rds
-    from rig.imageio import read_depth_m
+    from rig.core import dataset as rds
+    from rig.core.imageio import read_depth_m
 
     loaded = load_model(model_ref, device=device)
     es = resolve_eval_set(Path(data), split, loaded.meta)
@@ -203,7 +202,7 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     def clean(x: Any) -> Any:
         if isinstance(x, float) and not np.isfinite(x):
@@ -217,48 +216,3 @@ def write_json(path: Path, obj: Any) -> None:
         return x
 
     atomic_write_bytes(Path(path), json.dumps(clean(obj), indent=1).encode())
-
-
-def print_metrics(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"{Path(result['model']).name} ({result['arch']}, input {result['input']}) on "
-              f"{result['split']}: {result['n_images']} images")
-    for k in METRIC_NAMES:
-        t.add_column(k, justify="right")
-    m = result["metrics"]
-    t.add_row(*[f"{m[k] * 100:.1f}%" if k.startswith("delta") else f"{m[k]:.3f}" for k in METRIC_NAMES])
-    Console().print(t)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from inference.predict import _device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for name in ("min_depth", "max_depth"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise RigError(f"--{name.replace('_', '-')}: must be > 0 m")
-    if args.min_depth is not None and args.max_depth is not None and args.min_depth >= args.max_depth:
-        raise RigError("--min-depth must be below --max-depth")
-    if args.input_dir and not Path(args.input_dir).is_dir():
-        raise RigError(f"--input-dir {args.input_dir}: no such folder")
-    if args.bin_width <= 0:
-        raise RigError("--bin-width: must be > 0 m")
-    if args.mc_samples < 0 or args.mc_samples == 1:
-        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
-    out_dir = Path(args.out) if args.out else None
-    result = evaluate(args.model, Path(args.data), args.split, args.input, args.min_depth, args.max_depth,
-                      args.crop, args.mc_samples, args.bin_width, args.grid, args.limit, _device(args.device),
-                      out_dir, input_dir=Path(args.input_dir) if args.input_dir else None)
-    print_metrics(result)
-    if args.json_out:
-        write_json(Path(args.json_out), result)
-        print(f"wrote {args.json_out}")
-    if out_dir is not None:
-        print(f"figures and metrics.json in {out_dir} (`rig report {out_dir}` makes a web page)")
-    return 0

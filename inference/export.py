@@ -27,7 +27,6 @@ for the depth graph the names of its MC companions and the parity measured after
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
@@ -38,12 +37,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from rig.errors import RigError
+from inference.onnx_graph import (DEPTH_OUTPUT, INPUT_NAME, _write_model, companion_paths,  # noqa: F401 — re-exported
+                                 read_onnx_meta, reseed_dropout, set_onnx_meta, toposort_graph)
+from rig.core.errors import RigError
 
 OPSET = 17
 FORMAT = "deep-dfd-onnx/1"
-INPUT_NAME = "rgb"
-DEPTH_OUTPUT = "depth_m"
 SAMPLES_INPUT = "samples"
 MC_OUTPUTS = ("mean_m", "m2_m2")
 DROPOUT_SEED = 1000
@@ -261,98 +260,6 @@ def _finish(path: Path, meta: dict[str, str], fp16: bool, seed_random: bool) -> 
     _write_model(path, model.SerializeToString())
 
 
-def _write_model(path: Path, data: bytes) -> None:
-    """Atomic write, then the usual permissions (mkstemp creates files 0600)."""
-    import os
-
-    from rig.imageio import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def toposort_graph(graph: Any) -> None:
-    """Reorder ``graph.node`` in place so every node comes after the producers of its inputs."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending = list(graph.node)
-    ordered = []
-    while pending:
-        rest = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                rest.append(node)
-        if len(rest) == len(pending):
-            raise RigError("ONNX graph has a cycle or an input no node produces: "
-                           f"{rest[0].op_type} {rest[0].name}")
-        pending = rest
-    copies = [type(n)() for n in ordered]
-    for c, n in zip(copies, ordered):
-        c.CopyFrom(n)
-    del graph.node[:]
-    graph.node.extend(copies)
-
-
-def reseed_dropout(model_bytes: bytes, offset: int) -> bytes:
-    """The same graph with every RandomUniformLike seed shifted by ``offset`` (independent masks)."""
-    import onnx
-
-    model = onnx.load_from_string(model_bytes)
-    for node in model.graph.node:
-        if node.op_type == "RandomUniformLike":
-            for a in node.attribute:
-                if a.name == "seed":
-                    a.f = float(a.f + offset)
-    return model.SerializeToString()
-
-
-def set_onnx_meta(path: str | Path, values: dict[str, str]) -> None:
-    """Add or replace metadata_props entries of an ONNX file (rewritten atomically)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in values]
-    del model.metadata_props[:]
-    for k, v in sorted([*keep, *values.items()]):
-        p = model.metadata_props.add()
-        p.key, p.value = k, str(v)
-    _write_model(Path(path), model.SerializeToString())
-
-
-def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    """The ``rig.*`` metadata of an exported graph (JSON values decoded), without loading weights."""
-    import onnx
-
-    p = Path(path)
-    if not p.is_file():
-        raise RigError(f"{p}: no such ONNX file")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 — any unreadable file is a user error
-        raise RigError(f"{p}: not a readable ONNX model ({str(e).strip().splitlines()[0][:120]})") from None
-    out: dict[str, Any] = {}
-    for prop in model.metadata_props:
-        if not prop.key.startswith("rig."):
-            continue
-        key = prop.key[4:]
-        try:
-            out[key] = json.loads(prop.value)
-        except json.JSONDecodeError:
-            out[key] = prop.value
-    return out
-
-
-def companion_paths(depth_path: str | Path) -> tuple[Path, Path]:
-    """FILE.onnx -> (FILE.trunk.onnx, FILE.decoder.onnx)."""
-    p = Path(depth_path)
-    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
-    return p.with_name(f"{stem}.trunk.onnx"), p.with_name(f"{stem}.decoder.onnx")
-
-
 def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1], width: int = DEFAULT_SIZE_PX[0],
                  dynamic: bool = False, fp16: bool = False, mc: bool = True, opset: int = OPSET,
                  source: str = "", model_meta: dict[str, Any] | None = None, check: bool = True,
@@ -525,25 +432,6 @@ def mc_check(net: Any, depth_path: str | Path, height: int, width: int, samples:
 # CLI
 
 
-def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export a model to ONNX (depth graph + MC-dropout trunk/decoder)",
-                       description="Export a model to ONNX for onnxruntime / TensorRT: FILE.onnx (one pass, "
-                       "padding to the stride inside), FILE.trunk.onnx + FILE.decoder.onnx (MC-dropout, "
-                       "decoder samples batched). Prints the parity against torch (max |Δ| in metres).")
-    p.add_argument("--model", required=True, help="model file, run folder, shipped name, or an architecture "
-                   "name (d3net, d3net-lite) for untrained weights")
-    p.add_argument("--out", required=True, help="output .onnx file")
-    p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (inputs/outputs stay float32)")
-    p.add_argument("--dynamic", action="store_true", help="symbolic batch/height/width (any size >= 32 px)")
-    p.add_argument("--height", type=int, default=DEFAULT_SIZE_PX[1], help="input height (default 432)")
-    p.add_argument("--width", type=int, default=DEFAULT_SIZE_PX[0], help="input width (default 645)")
-    p.add_argument("--no-mc", action="store_true", help="skip the MC-dropout trunk/decoder graphs")
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
-    p.set_defaults(func=cmd_export)
-    return p
-
-
 def default_model() -> str:
     """The first shipped model, else the untrained 'd3net-lite' architecture."""
     from inference.model import shipped_models
@@ -564,28 +452,3 @@ def load_net(model_ref: str) -> tuple[Any, dict[str, Any], str]:
         return build_model(model_ref).eval(), {"arch": model_ref, "untrained": True}, model_ref
     loaded = load_model(model_ref)
     return loaded.model, dict(loaded.meta), str(loaded.path)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from rich.console import Console
-
-    console = Console()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    net, meta, source = load_net(args.model)
-    report = export_model(net, Path(args.out), height=args.height, width=args.width, dynamic=args.dynamic,
-                          fp16=args.fp16, mc=not args.no_mc, opset=args.opset, source=source, model_meta=meta,
-                          check=not args.no_check)
-    for kind, path in report.files.items():
-        console.print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)")
-    for name, v in report.parity.items():
-        unit = " m" if name.startswith("depth") else " (features)"
-        console.print(f"parity {name}: max |Δ| = {v:.2e}{unit} (onnxruntime CPU vs torch)")
-    if report.mc_check:
-        c = report.mc_check
-        console.print(f"MC-dropout ({int(c['samples'])} samples): max |Δmean| = {c['max_abs_mean_diff_m']:.2e} m, "
-                      f"mean σ onnx {c['mean_std_onnx_m']:.2e} m vs torch {c['mean_std_torch_m']:.2e} m "
-                      f"(ratio {c['std_ratio']:.2f}; masks differ by design)")
-    console.print(f"export took {report.seconds:.1f} s")
-    return 0

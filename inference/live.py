@@ -18,7 +18,7 @@ Stop: the source ends, ``max_frames`` frames were captured, :meth:`LiveLoop.stop
 in :func:`run_live`, 'q' in the window) — the stages then drain their queues, so every captured
 frame is recorded and every inferred frame is saved before :meth:`LiveLoop.run` returns.
 
-A live run is recorded as a session (:class:`rig.session.Session`: session.yaml with the rig config,
+A live run is recorded as a session (:class:`rig.core.session.Session`: session.yaml with the rig config,
 an empty captures.jsonl, raw/) with a ``live/`` sub-layout (:class:`LiveRecorder`)::
 
     live/live.yaml          the run: source, model, engine, size, MC samples, start; + summary at the end
@@ -27,7 +27,7 @@ an empty captures.jsonl, raw/) with a ``live/`` sub-layout (:class:`LiveRecorder
     live/input/000000.png   the model input as inferred (RGB at the output size, lossless PNG)
     live/original/000000.*  the source's own file when it has one (a DSLR JPEG), else absent
     live/results.jsonl      one line per inferred frame: index, depth/std/view files, infer_s, latency_s
-    live/depth/000000.png   depth, 16-bit PNG in millimetres (rig.imageio)
+    live/depth/000000.png   depth, 16-bit PNG in millimetres (rig.core.imageio)
     live/std/000000.png     MC-dropout standard deviation, 16-bit mm (with MC-dropout only)
     live/view/000000.jpg    the composite shown (input | depth | uncertainty)
 
@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 LIVE_DIR = "live"
 FRAMES_JOURNAL = "frames.jsonl"
@@ -320,7 +320,7 @@ def encode_png(image: np.ndarray, fast: bool = True) -> bytes:
 
 def depth_mm_u16(depth_m: np.ndarray) -> np.ndarray:
     """float metres -> uint16 millimetres, 0 = unknown (NaN, inf, <= 0), clipped to 65.535 m; the
-    convention of :func:`rig.imageio.depth_m_to_mm_u16`, computed in float32 (a tenth of the time)."""
+    convention of :func:`rig.core.imageio.depth_m_to_mm_u16`, computed in float32 (a tenth of the time)."""
     d = np.asarray(depth_m, dtype=np.float32)
     if not np.isfinite(d).all():
         d = np.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
@@ -384,7 +384,7 @@ class LiveRecorder:
     def __init__(self, session_dir: Path, run_info: dict[str, Any]) -> None:
         import yaml
 
-        from rig.imageio import atomic_write_bytes
+        from rig.core.imageio import atomic_write_bytes
 
         self.root = Path(session_dir) / LIVE_DIR
         for sub in ("input", "depth", "view"):
@@ -397,7 +397,7 @@ class LiveRecorder:
         (self.root / RESULTS_JOURNAL).touch()
 
     def record_frame(self, frame: Frame) -> None:
-        from rig.imageio import atomic_write_bytes
+        from rig.core.imageio import atomic_write_bytes
 
         stem = FRAME_NAME.format(frame.index)
         rel = f"input/{stem}.png"
@@ -418,7 +418,7 @@ class LiveRecorder:
         _append_line(self.root / FRAMES_JOURNAL, entry)
 
     def record_result(self, result: Result, view: np.ndarray, latency_s: float) -> None:
-        from rig.imageio import atomic_write_bytes
+        from rig.core.imageio import atomic_write_bytes
 
         stem = FRAME_NAME.format(result.frame.index)
         entry: dict[str, Any] = {"index": result.frame.index, "depth": f"depth/{stem}.png",
@@ -437,7 +437,7 @@ class LiveRecorder:
     def finish(self, summary: LiveSummary) -> None:
         import yaml
 
-        from rig.imageio import atomic_write_bytes
+        from rig.core.imageio import atomic_write_bytes
 
         self.info["finished"] = _utc_now()
         self.info["summary"] = summary.to_dict()

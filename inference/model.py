@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 STRIDE = 32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -574,7 +574,7 @@ def export_fp16(model: DepthNet, path: Path, meta: dict[str, Any]) -> Path:
     """Write ``{'arch', 'state_dict' (fp16 floats), 'meta'}`` atomically (shipped-model format)."""
     import io
 
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     sd = {k: (v.detach().half() if torch.is_floating_point(v) else v.detach()).cpu().contiguous()
           for k, v in model.state_dict().items()}

@@ -12,14 +12,13 @@ else the thin-lens value) or from ``--k-cam-px`` / ``--gamma-px``; see :mod:`inf
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 if TYPE_CHECKING:
     from inference.camind_use import CamindRunner
@@ -111,7 +110,7 @@ def list_inputs(path: Path) -> list[Path]:
 
 
 def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: bool) -> list[Path]:
-    from rig.imageio import write_depth_mm, write_image
+    from rig.core.imageio import write_depth_mm, write_image
 
     out_dir = Path(out_dir)
     written = [write_depth_mm(out_dir / f"{stem}.png", pred.depth_m)]
@@ -134,14 +133,14 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
     file as ``model_ref``, then with the simulated preset's constants) runs on the CPU with the
     camera's k_cam / γ scaled to each image's width; its records add ``k_cam_px`` and ``gamma_px``.
     """
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
 
     if camind is None:
         from inference.camind_use import camind_model_path, open_camind
 
         path = camind_model_path(model_ref)
         if path is not None:
-            from rig.config import load_rig_config
+            from rig.core.config import load_rig_config
 
             camind = open_camind(path, load_rig_config("simulated"))
     if camind is not None:
@@ -175,60 +174,6 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
             rec["k_cam_px"], rec["gamma_px"] = camind.constants_at(rgb.shape[1])
         records.append(rec)
     return records
-
-
-def open_camind_for_args(args: argparse.Namespace,
-                         print_fn: Callable[[str], Any] = print) -> "CamindRunner | None":
-    """The CamindRunner when ``--model`` is a camera-independent model (constants from ``--config``,
-    default simulated, or ``--k-cam-px`` / ``--gamma-px``), its source line printed; else None
-    (RigError when the camind-only flags are given with another model)."""
-    from inference.camind_use import camind_model_path, check_overrides, open_camind, refuse_mc_samples
-
-    k, g = getattr(args, "k_cam_px", None), getattr(args, "gamma_px", None)
-    check_overrides(k, g)
-    path = camind_model_path(args.model)
-    if path is None:
-        if k is not None or g is not None:
-            raise RigError("--k-cam-px/--gamma-px: only for camera-independent (camind) models; "
-                           f"{args.model} is not one")
-        return None
-    refuse_mc_samples(args.mc_samples)
-    from rig.config import load_rig_config
-
-    runner = open_camind(path, load_rig_config(getattr(args, "config", None) or "simulated"), k, g)
-    print_fn(f"camera-independent model {path.name}: {runner.describe()}")
-    for note in runner.notes:
-        print_fn(note)
-    return runner
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    if args.mc_samples < 0 or args.mc_samples == 1:
-        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from rich.console import Console
-
-    console = Console()
-    camind = open_camind_for_args(args, print_fn=lambda s: console.print(s, markup=False, highlight=False,
-                                                                            soft_wrap=True))
-    inputs = list_inputs(Path(args.input))
-    if camind is not None and args.device not in ("auto", "cpu"):
-        console.print(f"note: camera-independent models run on the CPU (--device {args.device} not used)")
-    device = "cpu" if camind is not None else _device(args.device)
-    records = predict_files(args.model, inputs, Path(args.out), mc_samples=args.mc_samples,
-                            colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize,
-                            camind=camind)
-    for r in records:
-        extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
-        if camind is not None and r["size_px"][0] != camind.ref_width_px:
-            extra += f", k_cam {r['k_cam_px']:.4g} px / γ {r['gamma_px']:.4g} px at {r['size_px'][0]} px wide"
-        console.print(f"{Path(r['input']).name}: median depth {r['median_depth_m']:.2f} m{extra} -> "
-                      f"{Path(r['outputs'][0]).name}")
-    console.print(f"wrote {len(records)} depth map(s) to {args.out}")
-    return 0
 
 
 def _device(name: str) -> str:

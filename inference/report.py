@@ -10,7 +10,6 @@ checks, how many images loaded (``data-images-loaded`` on ``<body>``).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
@@ -18,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 # Paper 1 Table 2 (real DFD indoor test set, D3-Net): input -> metrics
 PAPER1_TABLE2 = {
@@ -154,14 +153,8 @@ def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None 
             f"<script>{_SCRIPT}</script></head><body>{''.join(parts)}"
             f"<p class='sub'>Made by <code>rig report</code> on {made} from <code>{html.escape(str(eval_dir))}</code>."
             "</p></body></html>")
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     path = out_dir / "report.html"
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    path = build_report(Path(args.eval_dir), Path(args.out) if args.out else None, args.title)
-    print(f"wrote {path} (open it in a browser)")
-    return 0

@@ -13,7 +13,6 @@ writes the files.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -21,13 +20,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
-from rig.config import Spec, _f, _i, _s, _validate, read_yaml  # the rig config schema machinery
-from rig.errors import ConfigError, RigError
+from rig.core.config import Spec, _f, _i, _s, _validate, read_yaml  # the rig config schema machinery
+from rig.core.errors import ConfigError, RigError
+
+if TYPE_CHECKING:
+    import argparse  # cmd_train's annotation only
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CONFIG_DIR = REPO_ROOT / "configs" / "train"
@@ -205,7 +207,7 @@ def _broadcast_flag(d: Dist, flag: bool) -> bool:
 def _save(obj: dict[str, Any], path: Path) -> None:
     import torch
 
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -259,7 +261,7 @@ class RunData:
 
 def prepare_data(cfg: TrainConfig) -> RunData:
     from inference import data as D
-    from rig import dataset as rds
+    from rig.core import dataset as rds
 
     root = Path(cfg.data["root"])
     manifest = rds.read_manifest(root)

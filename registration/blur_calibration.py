@@ -19,8 +19,8 @@ once *in focus* (focused on the board: its residual blur is γ, lens + sensor + 
 5. k per circle: paper 2's k (σ convention) k_σ = σ_defocus·s2/|s1 − s2|; robust median after
    rejecting circles further than 3·1.4826·MAD from the median.
 
-Conventions (rig.optics): ε = k_cam·|d − d_f|/d is the blur-circle *diameter* and σ = ρ·ε, so paper 2's
-k_σ = ρ·k_cam. We report ``k_cam_px = k_σ/ρ`` (what ``blur.k_cam_px`` and :func:`rig.optics.k_cam_px`
+Conventions (rig.core.optics): ε = k_cam·|d − d_f|/d is the blur-circle *diameter* and σ = ρ·ε, so paper 2's
+k_σ = ρ·k_cam. We report ``k_cam_px = k_σ/ρ`` (what ``blur.k_cam_px`` and :func:`rig.core.optics.k_cam_px`
 mean) and ``k_sigma_px``, both in OUTPUT pixels (image px / (image width / output width)); γ likewise
 in output pixels (a σ).
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rig.errors import RigError
-from rig.records import Intrinsics
+from rig.core.errors import RigError
+from rig.core.records import Intrinsics
 
 MAD_K = 3.0  # outliers: |k − median| > MAD_K · 1.4826 · MAD
 BLUR_TO_SPACING_MAX = 0.08  # above this λ / circle distance the blur spills into neighbouring cells
@@ -210,7 +210,7 @@ def measure_board(grey: np.ndarray, pattern: tuple[int, int], spacing_m: float, 
 # ---------------------------------------------------------------------------------- calibration
 @dataclass(frozen=True)
 class BlurCalibration:
-    """Result. k_cam_px: diameter convention (rig.optics, ``blur.k_cam_px``), output px; k_sigma_px =
+    """Result. k_cam_px: diameter convention (rig.core.optics, ``blur.k_cam_px``), output px; k_sigma_px =
     rho·k_cam_px (paper 2's k_cam, σ convention); gamma_px: in-focus σ, output px. Per circle (N,):
     k_cam_per_circle_px, lambda_px / sigma_defocus_px (image px), distance_m, inlier mask."""
 

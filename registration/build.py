@@ -1,4 +1,4 @@
-"""``rig build-dataset SESSION... --out DIR``: registered frames → a training dataset (rig.dataset layout).
+"""``rig build-dataset SESSION... --out DIR``: registered frames → a training dataset (rig.core.dataset layout).
 
 Samples are named ``<session-folder>-<capture-id>``. The train/test split is drawn **by scene**: all
 captures of one scene id (across all given sessions) land in the same split, so no scene leaks
@@ -12,16 +12,15 @@ the sessions, their capture ids and the software version.
 
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig import __version__
-from rig.dataset import MANIFEST, sample_path, write_manifest
-from rig.errors import RigError
-from rig.imageio import atomic_write_bytes
+from rig.core import __version__
+from rig.core.dataset import MANIFEST, sample_path, write_manifest
+from rig.core.errors import RigError
+from rig.core.imageio import atomic_write_bytes
 
 from registration.register import FRAME_FILES, FRAME_META, is_registered
 
@@ -96,7 +95,7 @@ def _check_out(out: Path) -> None:
 
 def build_manifest(frames: list[FrameRef], splits: dict[str, str], sessions: list[Any], test_scenes: set[str],
                    test_fraction: float, seed: int, name: str) -> dict[str, Any]:
-    from rig.optics import k_cam_px
+    from rig.core.optics import k_cam_px
 
     cfg = sessions[0].config
     for s in sessions[1:]:
@@ -198,15 +197,3 @@ def build_dataset(sessions: list[Path], out: Path, test_fraction: float = 0.2, s
     manifest = build_manifest(frames, splits, opened, test_scenes, test_fraction, seed, out.resolve().name)
     write_manifest(out, manifest)
     return manifest
-
-
-def cmd_build_dataset(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    manifest = build_dataset([Path(s) for s in args.sessions], Path(args.out), args.test_fraction, args.seed,
-                             progress=not args.quiet)
-    sp = manifest["splits"]
-    Console().print(f"dataset {args.out}: train {sp['train']['count']} / test {sp['test']['count']} samples, "
-                    f"{len(manifest['split']['train_scenes'])} / {len(manifest['split']['test_scenes'])} scenes "
-                    f"(split by scene, seed {manifest['split']['seed']})")
-    return 0

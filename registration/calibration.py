@@ -14,7 +14,7 @@ Everything is saved as OpenCV FileStorage YAML (:func:`save_calibration`).
 
 Conventions: R, T map camera 1 to camera 2, X₂ = R·X₁ + T, T in metres. For ``rig calibrate
 geometry`` camera 1 is the depth sensor's IR camera and camera 2 the DSLR, so R, T is the
-``depth_to_dslr`` :class:`~rig.records.Extrinsics`. Intrinsics follow OpenCV (pixel centres at
+``depth_to_dslr`` :class:`~rig.core.records.Extrinsics`. Intrinsics follow OpenCV (pixel centres at
 integers) at the calibration images' resolution.
 """
 
@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rig.errors import RigError
-from rig.records import Extrinsics, Intrinsics
+from rig.core.errors import RigError
+from rig.core.records import Extrinsics, Intrinsics
 
 BOARD_KINDS = ("chessboard", "circles", "charuco")
 MIN_VIEWS = 3

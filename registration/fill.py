@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rig.records import VALID_FILLED, VALID_MEASURED, VALID_UNKNOWN
+from rig.core.records import VALID_FILLED, VALID_MEASURED, VALID_UNKNOWN
 
 # neighbour offsets (dy, dx) of the 3x3 window without its centre
 OFFSETS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))

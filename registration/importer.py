@@ -1,4 +1,4 @@
-"""``rig import-dfd``: paper 1's published DFD release -> the rig's dataset layout (rig/dataset.py).
+"""``rig import-dfd``: paper 1's published DFD release -> the rig's dataset layout (rig/core/dataset.py).
 
     rig import-dfd ../shared/data/dfd_indoor/train --out out/dfd
     rig import-dfd ~/dfd_datasets/dfd_indoor --out out/dfd --split test   # the release's own layout
@@ -12,16 +12,15 @@ told apart; the manifest says so).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rig.dataset import KINDS, MANIFEST, SPLITS, Sample, sample_path, write_manifest, write_sample
-from rig.datasets import DfdSplitDirs, locate_dfd_splits, pair_dfd_split, timestamp_gap_s
-from rig.errors import RigError
+from rig.core.dataset import KINDS, MANIFEST, Sample, sample_path, write_sample
+from rig.core.datasets import DfdSplitDirs, pair_dfd_split, timestamp_gap_s
+from rig.core.errors import RigError
 
 DEFAULT_CONFIG = "nikon_d200_xtion"
 HOLE_FILLED_NOTE = ("depth of paper 1's release is already hole-filled (no zeros); valid = 255 where depth > 0, "
@@ -52,7 +51,7 @@ def _resize(image: np.ndarray, size_wh: tuple[int, int], nearest: bool) -> np.nd
 
 def load_triplet(n2_8: Path, n8: Path, depth: Path, size_wh: tuple[int, int]) -> Sample:
     """Read one release triplet as a dataset Sample at ``size_wh`` (id filled by the caller)."""
-    from rig.imageio import read_depth_m, read_rgb
+    from rig.core.imageio import read_depth_m, read_rgb
 
     defocused = read_rgb(n2_8)
     aif = read_rgb(n8)
@@ -103,7 +102,7 @@ def build_manifest(out: Path, results: list[SplitResult], cfg: Any, source: Path
     """The manifest: lens and blur of the rig config, splits, provenance (merged with an existing one)."""
     import yaml
 
-    from rig.optics import k_cam_px
+    from rig.core.optics import k_cam_px
 
     old: dict[str, Any] = {}
     mpath = out / MANIFEST
@@ -147,57 +146,3 @@ def build_manifest(out: Path, results: list[SplitResult], cfg: Any, source: Path
         "splits": splits,
         "provenance": provenance,
     }
-
-
-def cmd_import_dfd(args: argparse.Namespace) -> int:
-    """`rig import-dfd SRC --out DIR [--tolerance-s 0.5] [--split NAME]`."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from rig.config import load_rig_config
-
-    src = Path(args.src if hasattr(args, "src") else args.SRC).expanduser()
-    out = Path(args.out).expanduser()
-    tolerance_s = float(getattr(args, "tolerance_s", 0.5))
-    split_arg = getattr(args, "split", None)
-    if not tolerance_s >= 0:
-        raise RigError(f"--tolerance-s: must be >= 0 s, got {tolerance_s}")
-    if split_arg is not None and split_arg not in SPLITS:
-        raise RigError(f"--split: must be one of {', '.join(SPLITS)}, got {split_arg!r}")
-    cfg = load_rig_config(getattr(args, "config", None) or DEFAULT_CONFIG)
-    size_wh = (int(cfg.output.size_px[0]), int(cfg.output.size_px[1]))
-    found = locate_dfd_splits(src, split_arg)
-    targets: list[tuple[DfdSplitDirs, str]] = []
-    for dirs in found:
-        name = split_arg or dirs.split
-        if name not in SPLITS:
-            raise RigError(f"{src}: cannot name the output split after the folder '{dirs.split}'; "
-                           f"pass --split {'|'.join(SPLITS)}")
-        targets.append((dirs, name))
-    if out.exists() and not out.is_dir():
-        raise RigError(f"--out {out}: exists and is not a folder")
-
-    console = Console(stderr=False)
-    results: list[SplitResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        for dirs, name in targets:
-            results.append(import_split(dirs, out, name, tolerance_s, size_wh, progress))
-
-    total_ok = sum(len(r.imported) + len(r.skipped) for r in results)
-    for r in results:
-        console.print(f"{r.split}: {len(r.imported)} imported, {len(r.skipped)} already there, "
-                      f"{len(r.failed)} failed, {len(r.unmatched)} unmatched file(s) "
-                      f"(tolerance {tolerance_s:g} s, largest RGB-depth gap "
-                      f"{max((p['gap_s'] for p in r.pairs), default=0.0):.3f} s)")
-        for u in r.unmatched:
-            console.print(f"  unmatched: {u}")
-        for f in r.failed:
-            console.print(f"  failed: {f}")
-    if total_ok == 0:
-        n_un = sum(len(r.unmatched) for r in results)
-        raise RigError(f"{src}: nothing imported ({n_un} unmatched file(s) within {tolerance_s:g} s; "
-                       "try a larger --tolerance-s)")
-    path = write_manifest(out, build_manifest(out, results, cfg, src, tolerance_s, size_wh))
-    console.print(f"wrote {total_ok} sample(s) under {out} ({path.name})")
-    return 0

@@ -17,7 +17,6 @@ Per capture (``raw/<id>/`` → ``registered/<id>/``):
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import os
 import shutil
@@ -29,11 +28,11 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from rig import __version__
-from rig.config import RigConfig
-from rig.errors import RigError
-from rig.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
-from rig.records import (VALID_FILLED, VALID_MEASURED, Capture, Extrinsics, Intrinsics, RegisteredFrame)
+from rig.core import __version__
+from rig.core.config import RigConfig
+from rig.core.errors import RigError
+from rig.core.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
+from rig.core.records import (VALID_FILLED, VALID_MEASURED, Capture, Extrinsics, Intrinsics, RegisteredFrame)
 
 FRAME_FILES = {"defocused": "defocused.png", "all_in_focus": "all_in_focus.png", "depth": "depth.png",
                "valid": "valid.png"}
@@ -202,9 +201,9 @@ def read_registered(out_dir: Path) -> tuple[RegisteredFrame, dict[str, Any]]:
     return frame, meta
 
 
-def open_session(path: Path | str):  # -> rig.session.Session
+def open_session(path: Path | str):  # -> rig.core.session.Session
     """Open a session folder; RigError (one line) when it is not one."""
-    from rig.session import Session
+    from rig.core.session import Session
 
     return Session.open(Path(path))
 
@@ -267,39 +266,3 @@ def register_session(session_path: Path | str, opts: RegisterOptions | None = No
         if bar is not None:
             bar.stop()
     return results
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    """`rig register SESSION [--align ...] [--fill ...] [--force] [--calibration FILE]`."""
-    from rich.console import Console
-
-    console = Console()
-    session = open_session(args.session)
-    size = tuple(session.config.output.size_px)
-    if args.align_threshold_px <= 0:
-        raise RigError("--align-threshold: must be > 0 px")
-    opts = RegisterOptions(size=size, align=args.align, align_threshold_px=args.align_threshold_px,  # type: ignore[arg-type]
-                           fill=args.fill, force=args.force,
-                           calibration=Path(args.calibration) if args.calibration else None,
-                           max_fill_px=session.config.output.max_fill_px)
-
-    def report(r: FrameResult) -> None:
-        if r.status == "failed":
-            console.print(f"[red]✗[/red] {r.capture_id}: {r.error}")
-        elif r.status == "registered":
-            al = r.meta.get("alignment", {})
-            flag = ""
-            if al.get("flagged"):
-                flag = (f"  [yellow]shift {al['dx_px']:+.2f},{al['dy_px']:+.2f} px"
-                        f"{' corrected' if al.get('corrected') else ' (flagged)'}[/yellow]")
-            dep = r.meta.get("depth", {})
-            console.print(f"[green]✓[/green] {r.capture_id}: measured {dep.get('measured_fraction', 0):.1%}, "
-                          f"filled {dep.get('filled_fraction', 0):.1%} ({r.seconds:.2f} s){flag}")
-
-    results = register_session(args.session, opts, on_frame=report, progress=not args.quiet, console=console)
-    done = sum(r.status == "registered" for r in results)
-    skipped = sum(r.status == "skipped" for r in results)
-    failed = [r for r in results if r.status == "failed"]
-    console.print(f"registered {done}, already done {skipped}, failed {len(failed)} → "
-                  f"{Path(args.session) / 'registered'}")
-    return 1 if failed else 0

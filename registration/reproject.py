@@ -1,6 +1,6 @@
 """Depth sensor → DSLR reprojection with a z-buffer and per-pixel footprint splatting.
 
-Conventions (see :mod:`rig.records`): OpenCV pixel centres — pixel (u, v) has its centre at the
+Conventions (see :mod:`rig.core.records`): OpenCV pixel centres — pixel (u, v) has its centre at the
 integer coordinates (u, v) and covers [u − ½, u + ½] × [v − ½, v + ½]. Intrinsics of the target
 must already be the ones *at the output size* (``Intrinsics.scaled``). ``Extrinsics`` maps the
 sensor frame to the DSLR frame: X_dslr = R·X_sensor + t (metres). Depth is the z coordinate in
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rig.records import Extrinsics, Intrinsics
+from rig.core.records import Extrinsics, Intrinsics
 
 _MAX_BOX_PX = 16  # footprints larger than this (degenerate geometry, z′ ≪ z) are clipped
 

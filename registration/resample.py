@@ -1,6 +1,6 @@
 """DSLR images from sensor resolution to the output size, undistortion, and the f/2.8 ↔ f/8 check.
 
-Pixel convention: OpenCV centres (see :mod:`rig.records`); ``cv2.resize`` with INTER_AREA keeps
+Pixel convention: OpenCV centres (see :mod:`rig.core.records`); ``cv2.resize`` with INTER_AREA keeps
 it (pixel x of the output covers sensor pixels [x·s, (x+1)·s)), so output intrinsics are
 ``Intrinsics.scaled``. Undistortion happens at the output size (distortion coefficients are in
 normalised coordinates, independent of the scale), with the same maps for both apertures; the
@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from rig.records import Intrinsics
+from rig.core.records import Intrinsics
 
 ALIGN_MODES = ("correct", "flag", "off")
 

@@ -1,3 +1,9 @@
-"""Deep-DFD camera rig: capture, registration and depth-from-defocus inference."""
+"""Deep-DFD camera rig: capture, registration and depth-from-defocus inference.
 
-__version__ = "0.1.0"
+``rig.core`` is the foundation every stage imports; the rest of ``rig`` is the application layer
+(the CLI, live, replay, demo, bench, experiments). See ARCHITECTURE.md.
+"""
+
+from rig.core import __version__
+
+__all__ = ["__version__"]

@@ -2,7 +2,7 @@
 
 Scenes: procedural scenes of the simulated rig and the real DFD indoor f/8 images with their
 registered depth (``../shared/data/dfd_indoor/train``; split by capture time, so neighbouring shots of
-one room stay on one side). Every scene is defocused by :func:`rig.defocus.render_defocus` through a
+one room stay on one side). Every scene is defocused by :func:`rig.core.defocus.render_defocus` through a
 family of cameras that differ only by f-number: a 50 mm lens, 25 µm pixels on an 800x600 sensor,
 200x150 output (100 µm output pixels), focused at 1 m, so k_cam = 26.3/N output px (diameter
 convention; σ = ρ·k_cam·|d − 1 m|/d). Depths are mostly beyond the focus (real scenes: 95 % beyond
@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 SENSOR_PX, OUTPUT_PX, FOCUS_M = (800, 600), (200, 150), 1.0
 FOCAL_MM, PIXEL_UM = 50.0, 25.0
@@ -38,7 +38,7 @@ DEPTH_RANGE_M = (0.5, 10.0)
 def exp_config(f_number: float, focus_m: float = FOCUS_M):
     """The experiment camera at f/N (the simulated preset with this lens; the 'all in focus' aperture
     is the one rendered)."""
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
 
     return load_rig_config("simulated", overrides={
         "dslr.sensor_px": list(SENSOR_PX), "output.size_px": list(OUTPUT_PX), "dslr.focal_mm": FOCAL_MM,
@@ -47,7 +47,7 @@ def exp_config(f_number: float, focus_m: float = FOCUS_M):
 
 
 def true_k_cam_px(f_number: float) -> float:
-    from rig import optics
+    from rig.core import optics
 
     return float(optics.k_cam_px(exp_config(f_number).lens("all_in_focus")))
 
@@ -74,8 +74,8 @@ def simulated_scenes(n: int, first: int = 0) -> list[Scene]:
 
 
 def real_dfd_root() -> Path | None:
-    """``dfd_indoor/train`` under :func:`rig.datasets.shared_data_root`; None when absent."""
-    from rig.datasets import shared_data_root
+    """``dfd_indoor/train`` under :func:`rig.core.datasets.shared_data_root`; None when absent."""
+    from rig.core.datasets import shared_data_root
 
     root = shared_data_root() / "dfd_indoor" / "train"
     return root if (root / "N8").is_dir() and (root / "depth").is_dir() else None
@@ -86,7 +86,7 @@ def real_scenes(root: Path, test_fraction: float = 0.25) -> tuple[list[Scene], l
     the output size, sRGB linearised; split by capture time (the last ``test_fraction`` are test)."""
     import cv2
 
-    from rig.datasets import find_dfd_triplets
+    from rig.core.datasets import find_dfd_triplets
 
     triplets, _ = find_dfd_triplets(root)  # (id = capture time, f/2.8, f/8, depth), sorted by id
     scenes = []
@@ -105,9 +105,9 @@ def real_scenes(root: Path, test_fraction: float = 0.25) -> tuple[list[Scene], l
 
 
 def camera_set(scenes: Sequence[Scene], f_number: float, k_cam_est_px: float | None = None, name: str | None = None):
-    """Defocused sRGB views of ``scenes`` through the experiment camera at f/N (rig.defocus)."""
+    """Defocused sRGB views of ``scenes`` through the experiment camera at f/N (rig.core.defocus)."""
     from inference.camind import CameraSet
-    from rig.defocus import render_defocus
+    from rig.core.defocus import render_defocus
 
     cfg = exp_config(f_number)
     lens = cfg.lens("all_in_focus")
@@ -186,7 +186,7 @@ def run(steps: int, n_sim_train: int = 24, n_sim_test: int = 8, use_real: bool =
         ) -> tuple[list[dict], str]:
     """Train both variants and evaluate; returns (rows, data description)."""
     from inference.camind import run_cross_camera_experiment
-    from rig import optics
+    from rig.core import optics
 
     train, test, what = build_sets(n_sim_train, n_sim_test, use_real, calibrate, log)
     log(f"data: {what}; train k_cam {', '.join(f'{c.k_cam_px:.2f}' for c in train)} px")

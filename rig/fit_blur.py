@@ -2,7 +2,7 @@
 
 Paper 1 trains on synthetic defocus with "a blur variation that fits the real blur variation of the
 DSLR, obtained experimentally". Here the thin-lens model's free parameters — focus distance d_f, PSF
-type and Gaussian ρ (σ = ρ·ε) — are searched so that :func:`rig.defocus.render_defocus` applied to the
+type and Gaussian ρ (σ = ρ·ε) — are searched so that :func:`rig.core.defocus.render_defocus` applied to the
 real f/8 image + depth reproduces the real f/2.8 image.
 
 Details that matter:
@@ -39,8 +39,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rig.errors import RigError
-from rig.optics import Lens
+from rig.core.errors import RigError
+from rig.core.optics import Lens
 
 FOCUS_RANGE_M = (0.5, 10.0)
 FOCUS_GRID_N = 28
@@ -222,7 +222,7 @@ def evaluate(pairs: Sequence[BlurPair], render: Callable[[BlurPair], np.ndarray]
 
 def renderer(lens_diff: Lens, psf: str, rho: float, max_step_px: float) -> Callable[[BlurPair], np.ndarray]:
     """The real layered renderer applied to a pair's aligned f/8 luminance."""
-    from rig.defocus import render_defocus
+    from rig.core.defocus import render_defocus
 
     def run(p: BlurPair) -> np.ndarray:
         return render_defocus(p.aif, p.depth_m, lens_diff, psf=psf, rho=rho, max_step_px=max_step_px)
@@ -240,7 +240,7 @@ class BlurStack:
     def __init__(self, pair: BlurPair, psf: str, sizes: np.ndarray) -> None:
         import cv2
 
-        from rig.defocus import disk_kernel, gaussian_kernel_1d
+        from rig.core.defocus import disk_kernel, gaussian_kernel_1d
 
         self.sizes = sizes
         rungs = []
@@ -271,7 +271,7 @@ DISK_DIAMETERS = np.concatenate([np.arange(0.0, 4.0, 0.5), np.geomspace(4.0, 48.
 def coarse_grid(pairs: Sequence[BlurPair], lens_diff: Lens, focus_grid: np.ndarray,
                 rho_grid: Sequence[float], psfs: Sequence[str]) -> list[dict[str, Any]]:
     """Approximate mean MSE of every (psf, focus, ρ) on the grid (ρ = None for the disk)."""
-    from rig.optics import blur_diameter_px
+    from rig.core.optics import blur_diameter_px
 
     out: list[dict[str, Any]] = []
     for psf in psfs:
@@ -489,7 +489,7 @@ def fit_blur(pairs: Sequence[BlurPair], lens_defocused: Lens, n_all_in_focus: fl
                 continue
             lens_m = Lens(m.lens["focal_mm"], m.lens["f_number_rendered"], m.lens["pixel_um"],
                           float(m.focus_m or 0.0), m.lens["downsample"])
-            from rig.optics import blur_diameter_px
+            from rig.core.optics import blur_diameter_px
 
             eps = float(blur_diameter_px(row["depth_m"], lens_m))
             row[f"model:{m.name}"] = eps * (m.rho if m.psf == "gaussian" else 0.25)
@@ -507,7 +507,7 @@ def fit_blur(pairs: Sequence[BlurPair], lens_defocused: Lens, n_all_in_focus: fl
 def write_fit_to_config(path: Path, focus_m: float, psf: str, rho: float | None) -> list[str]:
     """Edit dslr.focus_m, blur.psf (and blur.rho for a Gaussian) in the YAML text, keeping comments;
     validated with load_rig_config before it replaces the file. Returns the changed keys."""
-    from rig.config import update_config_file
+    from rig.core.config import update_config_file
 
     values = {"dslr.focus_m": f"{focus_m:.3f}", "blur.psf": psf}
     if rho is not None:
@@ -531,8 +531,8 @@ def load_pairs(data: Path, limit: int, tolerance_s: float = 0.5,
                log: Callable[[str], None] | None = None) -> tuple[list[BlurPair], list[str]]:
     """Read ``limit`` triplets of a DFD split (timestamp pairing) as aligned BlurPairs; returns
     (pairs, notes on pairs left out)."""
-    from rig.datasets import find_dfd_triplets
-    from rig.imageio import read_depth_m, read_rgb
+    from rig.core.datasets import find_dfd_triplets
+    from rig.core.imageio import read_depth_m, read_rgb
 
     triplets, unmatched = find_dfd_triplets(Path(data), tolerance_s)
     notes = [f"unmatched: {u}" for u in unmatched]
@@ -602,7 +602,7 @@ def cmd_fit_blur(args: argparse.Namespace) -> int:
     import cv2
     from rich.console import Console
 
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
 
     if args.limit < 1:
         raise RigError(f"--limit: must be >= 1, got {args.limit}")

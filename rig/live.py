@@ -23,7 +23,6 @@ session folder (``--save``; default out/live/<UTC time>) with the ``live/`` sub-
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import os
@@ -37,11 +36,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from inference.export import default_model  # noqa: F401 — re-exported for the demo and callers
-from rig.errors import DeviceError, RigError
+from rig.core.errors import DeviceError, RigError
 
 if TYPE_CHECKING:
-    from rig.config import RigConfig
-    from rig.demo import DemoContext
+    from rig.core.config import RigConfig
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ONNX_CACHE = Path(os.environ.get("RIG_ONNX_CACHE", Path.home() / ".cache" / "deep-dfd-rig" / "onnx"))
@@ -89,7 +87,7 @@ def session_frame_files(path: Path) -> list[tuple[str, Path]]:
     """(name, image file) of a recorded session: its live frames, else its completed captures'
     defocused shots. ConfigError/RigError (one line) when it is not a readable session."""
     from inference.live import LIVE_DIR, read_live_frames
-    from rig.session import Session
+    from rig.core.session import Session
 
     path = Path(path)
     if (path / LIVE_DIR / "frames.jsonl").is_file():
@@ -128,7 +126,7 @@ def _recorded_times(path: Path) -> dict[str, float]:
 
     if (path / LIVE_DIR / "frames.jsonl").is_file():
         return {f"{path.name}#{e['index']}": float(e["t_monotonic_s"]) for e in read_live_frames(path)}
-    from rig.session import Session
+    from rig.core.session import Session
 
     session = Session.open(path)
     return {c.capture_id: float(c.t_monotonic_s) for c in session.completed() if c.t_monotonic_s}
@@ -393,7 +391,7 @@ def camind_backend(path: Path, cfg: "RigConfig | None", *, backend: str = "auto"
     from inference.camind_use import open_camind, refuse_mc_samples
 
     refuse_mc_samples(mc_samples)
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
 
     runner = open_camind(path, cfg if cfg is not None else load_rig_config("simulated"))
     notes = (["--backend onnx: camind models have no ONNX export; running torch eager"]
@@ -513,7 +511,7 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
 def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list[str],
                    print_fn: Callable[[str], None]) -> dict[str, Any]:
     from inference.live import LiveLoop, LiveRecorder, stats_table
-    from rig.session import Session
+    from rig.core.session import Session
 
     size = tuple(int(v) for v in cfg.output.size_px)
     lo, hi = opts.depth_range_m
@@ -601,109 +599,3 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
     out.update({"session": str(session.path), "engine": backend.description, "model": backend.model,
                 "onnx": backend.onnx})
     return out
-
-
-def cmd_live(args: argparse.Namespace) -> int:
-    from rig.config import load_rig_config
-
-    cfg = load_rig_config(args.config, overrides={"simulated.latency_scale": args.latency_scale}
-                          if args.latency_scale is not None else None)
-    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
-    opts = LiveOptions(source=args.source, model=args.model, backend=args.backend, mc_samples=args.mc_samples,
-                       max_frames=args.max_frames, save=Path(args.save) if args.save else None, show=args.show,
-                       serve=args.serve, host=args.host, port=args.port, threads=args.threads, providers=providers,
-                       trt_cache=Path(args.trt_cache) if args.trt_cache else None, preview=not args.no_preview,
-                       scene_frames=args.scene_frames, loop_source=args.loop, queue_size=args.queue,
-                       depth_range_m=tuple(args.depth_range), std_max_m=args.std_max, panel=not args.no_panel)
-    if args.serve is False and args.host != "127.0.0.1":
-        raise RigError("--host: only used with --serve")
-    run_live(cfg, opts)
-    return 0
-
-
-def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("live", help="live depth + uncertainty from the DSLR (or a simulated/recorded source)",
-                       description="Capture -> resize to the output size -> depth (+ MC-dropout uncertainty) -> "
-                       "shown, served and saved; the run is recorded as a session (replay it with rig replay). "
-                       "Ctrl-C stops cleanly.")
-    p.add_argument("--config", default="simulated", help="rig config file or preset (default simulated)")
-    p.add_argument("--source", default="dslr", help="dslr (the config's camera), simulated, replay:SESSION or "
-                   "folder:DIR (default dslr)")
-    p.add_argument("--model", help="ONNX file, model file, run folder, shipped name or architecture "
-                   "(default: the shipped model, else an untrained d3net-lite)")
-    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
-                   help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples for uncertainty (0 = one pass)")
-    p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
-    p.add_argument("--save", help="session folder for this run (default out/live/<UTC time>)")
-    p.add_argument("--show", action="store_true", help="show an OpenCV window (when a display exists)")
-    p.add_argument("--serve", action="store_true", help="serve the live view to a browser (MJPEG)")
-    p.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1; any other needs the "
-                   "printed token)")
-    p.add_argument("--port", type=int, default=8765, help="viewer port (default 8765; 0 = any free port)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = library default)")
-    p.add_argument("--providers", help="onnxruntime providers in order, e.g. tensorrt,cuda,cpu (the default)")
-    p.add_argument("--trt-cache", help="TensorRT engine cache folder (default ~/.cache/deep-dfd-rig/tensorrt)")
-    p.add_argument("--no-preview", action="store_true", help="DSLR: full captures even when live view exists")
-    p.add_argument("--scene-frames", type=int, default=DEFAULT_SCENE_FRAMES,
-                   help="simulated source: frames per scene before moving to the next")
-    p.add_argument("--loop", action="store_true", help="folder/replay sources: start again at the end")
-    p.add_argument("--queue", type=int, default=2, help="frames held between stages (oldest dropped)")
-    p.add_argument("--depth-range", type=float, nargs=2, default=(0.5, 10.0), metavar=("LO", "HI"),
-                   help="colour scale of the depth view in m (default 0.5 10)")
-    p.add_argument("--std-max", type=float, default=0.5, help="top of the uncertainty colour scale in m")
-    p.add_argument("--latency-scale", type=float, help="simulated devices' latency factor (0 = instant)")
-    p.add_argument("--no-panel", action="store_true", help="no live statistics panel")
-    p.set_defaults(func=cmd_live)
-    return p
-
-
-# ----------------------------------------------------------------------------------------------
-# rig demo
-
-
-def demo_step(ctx: "DemoContext") -> list[str]:
-    """A few frames of the live loop on the simulated rig (shipped model, else untrained lite)."""
-    from inference.model import shipped_models
-    from rig.config import rig_config_from_dict
-
-    raw = dict(ctx.config.raw)
-    raw["simulated"] = dict(raw["simulated"], latency_scale=0.0)
-    cfg = rig_config_from_dict(raw, src="demo (simulated, no device latency)")
-    shipped = shipped_models()
-    model = default_model()
-    out = ctx.out_dir / "live"
-    if (out / "session.yaml").is_file() and (out / "live" / "live.yaml").is_file():
-        import shutil
-
-        shutil.rmtree(out)  # the previous demo's live run (anything else there is left alone)
-    frames = 3 if ctx.quick else 6
-    opts = LiveOptions(source="simulated", model=model, mc_samples=0 if ctx.quick else 8, max_frames=frames,
-                       save=out, panel=False, drop=False, scene_frames=frames, threads=0,
-                       onnx_cache=ctx.out_dir / "onnx")
-    lines: list[str] = []
-    summary = run_live(cfg, opts, print_fn=lambda s: None)
-    ctx.artifacts["live_session"] = out
-    lines.append(f"model: {model}" + ("" if shipped else " (no shipped model: untrained weights, depth is "
-                                                         "a constant guess)"))
-    lines.append(f"{summary['frames_output']} frame(s) through {summary['engine']}: {summary['fps']:.1f} FPS, "
-                 f"median inference {(summary['median_ms'].get('infer') or 0):.0f} ms")
-    lines.append(f"recorded live session: {out}")
-    if summary.get("onnx"):  # replay it through the same inference: the same depth maps, byte for byte
-        from inference.live import read_jsonl
-        from rig.replay import ReplayOptions, run_replay
-
-        again = ctx.out_dir / "live-replay"
-        if (again / "session.yaml").is_file() and (again / "live" / "live.yaml").is_file():
-            import shutil
-
-            shutil.rmtree(again)
-        run_replay(out, ReplayOptions(through="infer", model=summary["onnx"], out=again,
-                                      mc_samples=opts.mc_samples), print_fn=lambda s: None)
-        a = read_jsonl(out / "live" / "results.jsonl")
-        b = read_jsonl(again / "live" / "results.jsonl")
-        same = len(a) == len(b) and all((out / "live" / x["depth"]).read_bytes()
-                                        == (again / "live" / y["depth"]).read_bytes() for x, y in zip(a, b))
-        lines.append(f"rig replay {out}: {len(b)} frame(s), depth maps "
-                     + ("identical to the live run's" if same else "DIFFER from the live run's"))
-    return lines

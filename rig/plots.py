@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rig import optics
-from rig.config import RigConfig
+from rig.core import optics
+from rig.core.config import RigConfig
 
 
 def _pyplot():

@@ -28,7 +28,6 @@ in the graph and a fresh engine is made per replay).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -37,10 +36,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 if TYPE_CHECKING:
-    from rig.config import RigConfig
+    from rig.core.config import RigConfig
 
 THROUGH = ("register", "infer", "all")
 METRICS_FILE = "metrics.jsonl"
@@ -57,7 +56,7 @@ class Recording:
 
 def open_recording(path: str | Path, config: str | None = None) -> Recording:
     """Identify a recording by its path (one-line RigError when it is none of the known kinds)."""
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
 
     p = Path(path)
     if not p.exists():
@@ -71,7 +70,7 @@ def open_recording(path: str | Path, config: str | None = None) -> Recording:
             return Recording("openni", p, cfg)
         raise RigError(f"{p}: not a session folder, RealSense .db3/.bag or OpenNI .oni recording")
     from inference.live import LIVE_DIR
-    from rig.session import Session
+    from rig.core.session import Session
 
     session = Session.open(p)
     cfg = load_rig_config(config) if config else session.config
@@ -96,7 +95,7 @@ def _metrics(pred_m: np.ndarray, truth_m: np.ndarray, valid: np.ndarray | None) 
     """abs rel, RMS (m), δ<1.25 over pixels with truth (measured ones when a mask is given)."""
     m = truth_m > 0
     if valid is not None:
-        from rig.records import VALID_MEASURED
+        from rig.core.records import VALID_MEASURED
 
         m &= valid == VALID_MEASURED
     if not m.any():
@@ -110,7 +109,7 @@ def _metrics(pred_m: np.ndarray, truth_m: np.ndarray, valid: np.ndarray | None) 
 def crop_intrinsics(k: Any, size: tuple[int, int]) -> Any:
     """Intrinsics of an image after :func:`inference.live.resize_to` (centre crop to the target aspect,
     then resampling to ``size`` = (w, h))."""
-    from rig.records import Intrinsics
+    from rig.core.records import Intrinsics
 
     tw, th = size
     w, h = k.width, k.height
@@ -137,8 +136,8 @@ def crop_intrinsics(k: Any, size: tuple[int, int]) -> Any:
 def _session_items(rec: Recording, through: str, out: Path, notes: list[str]) -> Iterator[tuple[float | None, Any]]:
     from inference.live import SourceFrame
     from registration.register import RegisterOptions, register_capture, session_calibration, write_registered
-    from rig.imageio import read_rgb
-    from rig.session import Session
+    from rig.core.imageio import read_rgb
+    from rig.core.session import Session
 
     session = Session.open(rec.path)
     captures = session.completed()
@@ -186,8 +185,8 @@ def _realsense_items(rec: Recording, through: str, out: Path,
     from registration.fill import fill_depth
     from registration.register import write_registered
     from registration.reproject import reproject_depth
-    from rig.errors import DeviceError
-    from rig.records import RegisteredFrame
+    from rig.core.errors import DeviceError
+    from rig.core.records import RegisteredFrame
 
     size = tuple(int(v) for v in rec.config.output.size_px)
     sensor = RealSenseSensor(playback=rec.path, color=True)
@@ -243,8 +242,8 @@ def _openni_items(rec: Recording, through: str, out: Path) -> Iterator[tuple[flo
     from acquisition.openni_driver import OpenNISensor
     from registration.register import write_registered
     from registration.reproject import reproject_depth
-    from rig.errors import DeviceError
-    from rig.records import VALID_MEASURED, VALID_UNKNOWN, RegisteredFrame
+    from rig.core.errors import DeviceError
+    from rig.core.records import VALID_MEASURED, VALID_UNKNOWN, RegisteredFrame
 
     if through != "register":
         raise RigError(f"{rec.path}: an OpenNI recording holds depth only; use --through register")
@@ -324,7 +323,7 @@ def default_out(rec: Recording, through: str) -> Path:
 def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Replay a recording (see the module docstring); returns a summary dict."""
     from inference.live import LiveLoop, LiveRecorder
-    from rig.session import Session
+    from rig.core.session import Session
 
     if opts.through not in THROUGH:
         raise RigError(f"--through {opts.through!r}: choose {', '.join(THROUGH)}")
@@ -416,35 +415,3 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
             print_fn(f"vs registered depth ({len(ok)} frame(s)): abs rel {summary['mean_abs_rel']:.3f}, "
                      f"RMS {summary['mean_rms_m']:.3f} m ({METRICS_FILE})")
     return summary
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
-    opts = ReplayOptions(through=args.through, speed=args.speed, model=args.model,
-                         out=Path(args.out) if args.out else None, mc_samples=args.mc_samples,
-                         max_frames=args.max_frames, backend=args.backend, threads=args.threads,
-                         providers=providers, config=args.config)
-    run_replay(args.recording, opts)
-    return 0
-
-
-def add_replay_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("replay", help="feed a session or .db3/.oni recording through registration and/or inference",
-                       description="Replay a capture session, a live run, a RealSense .db3 or an OpenNI .oni "
-                       "through the same stages as live: --through register (registration), infer (the "
-                       "live loop's inference) or all (both, scored against the registered depth). The "
-                       "output folder is itself a session. Same inputs -> identical outputs.")
-    p.add_argument("recording", metavar="SESSION", help="session folder, live run, .db3/.bag or .oni file")
-    p.add_argument("--through", choices=THROUGH, default="infer", help="stages to run (default infer)")
-    p.add_argument("--speed", type=float, default=0.0, help="X times the recorded rate (default 0: as fast "
-                   "as possible)")
-    p.add_argument("--model", help="ONNX file, model file, shipped name or architecture (default: shipped model)")
-    p.add_argument("--out", help="output session folder (default next to the recording: NAME-replay-THROUGH)")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = one pass)")
-    p.add_argument("--max-frames", type=int, help="replay at most this many frames")
-    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = library default)")
-    p.add_argument("--providers", help="onnxruntime providers in order (default tensorrt,cuda,cpu)")
-    p.add_argument("--config", help="rig config (for .db3/.oni; sessions use their own snapshot)")
-    p.set_defaults(func=cmd_replay)
-    return p

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, urlsplit
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 BOUNDARY = "rigframe"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -1,7 +1,7 @@
 """``rig synth``: render synthetic defocus for a folder of all-in-focus RGB + depth, or NYUv2.
 
 Each input becomes ``<out>/<name>.png`` (the defocused image, 8-bit RGB) rendered with
-:func:`rig.defocus.render_defocus`; ``<out>/manifest.yaml`` records the camera parameters and the
+:func:`rig.core.defocus.render_defocus`; ``<out>/manifest.yaml`` records the camera parameters and the
 source. Runs on all cores (one process per image), writes every file atomically, and resumes: an
 output that exists and decodes is skipped, and a folder rendered with other camera parameters is
 refused. Also home of :func:`procedural_scene`, the small textured test scene used by the demo,
@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 MANIFEST = "manifest.yaml"
 # manifest keys that must agree for a resumed run (the rest describe the run)
@@ -139,7 +139,7 @@ class SynthParams:
     max_step_px: float
 
     def lens(self):
-        from rig.optics import Lens
+        from rig.core.optics import Lens
 
         return Lens(focal_mm=self.focal_mm, f_number=self.f_number, pixel_um=self.pixel_um,
                     focus_m=self.focus_m, downsample=self.downsample)
@@ -150,8 +150,8 @@ class SynthParams:
 
 def params_from_args(args: argparse.Namespace) -> tuple[SynthParams, Any]:
     """SynthParams from the config + CLI overrides; returns (params, config)."""
-    from rig import optics
-    from rig.config import load_rig_config
+    from rig.core import optics
+    from rig.core.config import load_rig_config
 
     cfg = load_rig_config(args.config)
     focus = cfg.dslr.focus_m if args.focus is None else float(args.focus)
@@ -185,7 +185,7 @@ def write_manifest(out_dir: Path, data: dict[str, Any]) -> Path:
     """Atomically (temp file + rename) write ``<out>/manifest.yaml``."""
     import yaml
 
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     path = Path(out_dir) / MANIFEST
     atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
@@ -229,8 +229,8 @@ def output_ok(path: Path) -> bool:
 
 def render_item(item: Item, params: SynthParams, out_dir: Path, device: str = "cpu") -> tuple[str, str, str]:
     """Render one item and write ``<out>/<name>.png`` atomically -> (name, 'ok'|'error', message)."""
-    from rig import defocus
-    from rig.imageio import read_depth_m, read_rgb, write_image
+    from rig.core import defocus
+    from rig.core.imageio import read_depth_m, read_rgb, write_image
 
     try:
         rgb = item.rgb if item.rgb is not None else read_rgb(item.rgb_path)  # type: ignore[arg-type]
@@ -265,8 +265,8 @@ def _render_star(job: tuple[Item, SynthParams, Path]) -> tuple[str, str, str]:
 
 
 def folder_items(rgb_dir: Path, depth_dir: Path, tolerance_s: float) -> tuple[list[Item], list[str]]:
-    """Pair the two folders (rig.datasets.pair_folder: by timestamp in the name, else by stem)."""
-    from rig.datasets import pair_folder
+    """Pair the two folders (rig.core.datasets.pair_folder: by timestamp in the name, else by stem)."""
+    from rig.core.datasets import pair_folder
 
     for flag, d in (("--rgb-dir", rgb_dir), ("--depth-dir", depth_dir)):
         if not d.is_dir():
@@ -279,7 +279,7 @@ def folder_items(rgb_dir: Path, depth_dir: Path, tolerance_s: float) -> tuple[li
 
 
 def nyu_items(args: argparse.Namespace) -> Iterator[Item]:
-    from rig.datasets import load_nyu
+    from rig.core.datasets import load_nyu
 
     mat = Path(args.nyu)
     if not mat.is_file():
@@ -377,7 +377,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         else:
             # forkserver, not fork: forking a process whose OpenCV thread pool is running deadlocks
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["numpy", "cv2", "rig.defocus", "rig.synth"])
+            ctx.set_forkserver_preload(["numpy", "cv2", "rig.core.defocus", "rig.synth"])
             pool = ctx.Pool(workers, initializer=_worker_init)
             results = _bounded_imap(pool, ((it, params, out_dir) for it in todo()), _render_star, 2 * workers)
         try:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from rig.records import Extrinsics, Intrinsics
+from rig.core.records import Extrinsics, Intrinsics
 
 rs = None  # pyrealsense2, imported lazily so that importing this module never fails
 

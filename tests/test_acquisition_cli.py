@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rig.cli import main
-from rig.session import Session
+from rig.core.session import Session
 
 TINY_YAML = {
     "name": "tiny_sim",

@@ -1,6 +1,6 @@
 """The classical baseline (Zhuo & Sim 2011): its parts, where it works and where it must fail.
 
-Synthetic scenes are rendered with the rig's layered defocus (rig.defocus.render_defocus) through the
+Synthetic scenes are rendered with the rig's layered defocus (rig.core.defocus.render_defocus) through the
 simulated rig's lens (35 mm f/2.8 at 36.6 µm output pixels, focus 2 m: k_cam = 6.08 px, depth of
 field 1.72-2.39 m for a 1 px blur) on a random block texture, 96x144 px.
 """
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from inference import baseline_zhuo as zb
-from rig import optics
-from rig.config import load_rig_config
-from rig.defocus import gaussian_kernel_1d, render_defocus
-from rig.errors import RigError
+from rig.core import optics
+from rig.core.config import load_rig_config
+from rig.core.defocus import gaussian_kernel_1d, render_defocus
+from rig.core.errors import RigError
 
 H, W = 96, 144
 PARAMS = zb.ZhuoParams(work_px=0)
@@ -177,7 +177,7 @@ def test_no_signal_inside_the_depth_of_field(texture, lens):
 
 # ---------------------------------------------------------------------------- evaluation, CLI
 def _tiny_dataset(root, texture, cfg):
-    from rig import dataset as rds
+    from rig.core import dataset as rds
 
     lens = zb.lens_for_image(cfg, W)
     for i, (a, b) in enumerate(((3.0, 8.0), (4.0, 2.8))):
@@ -200,7 +200,7 @@ def test_evaluate_baseline_reports_eval_metrics(tmp_path, texture):
 
 def test_cli_baseline_zhuo_and_eval(tmp_path, texture, lens):
     from rig.cli import main
-    from rig.imageio import read_depth_m, write_image
+    from rig.core.imageio import read_depth_m, write_image
 
     cfg = tiny_config()
     assert zb.lens_for_image(cfg, W) == lens

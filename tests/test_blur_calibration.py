@@ -1,7 +1,7 @@
 """Defocus-blur calibration (registration.blur_calibration, `rig calibrate blur`) on simulated-rig boards.
 
-The simulated rig renders the circle grid through rig.defocus with the config's lens, so the true
-k_cam is rig.optics.k_cam_px of the config; configs vary f-number, focal length and pixel pitch.
+The simulated rig renders the circle grid through rig.core.defocus with the config's lens, so the true
+k_cam is rig.core.optics.k_cam_px of the config; configs vary f-number, focal length and pixel pitch.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import yaml
 from acquisition import sim_geometry
 from acquisition.simulated import SimulatedRig
 from registration.blur_calibration import calibrate_blur, circle_sigma_px, robust_median, write_blur_report
-from rig import optics
-from rig.config import load_rig_config
-from rig.errors import RigError
+from rig.core import optics
+from rig.core.config import load_rig_config
+from rig.core.errors import RigError
 
 SPACING_M = 0.02
 W, H = 400, 300

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registration.bench import sim_rig_geometry
+from rig.bench.register import sim_rig_geometry
 from registration.calibration import (BoardSpec, Detection, calibrate_camera, calibrate_stereo, detect_board,
                                       detect_pairs, geometry_from_calibration, load_calibration, save_calibration,
                                       write_report)
 from rig.cli import main
-from rig.config import load_rig_config
-from rig.records import Intrinsics
+from rig.core.config import load_rig_config
+from rig.core.records import Intrinsics
 
 from conftest import shared_subdir
 

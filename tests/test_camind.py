@@ -1,5 +1,5 @@
 """Camera-independent DFD model (inference.camind): the k_cam correction reaches the depth network,
-loss/targets follow rig.optics, and a tiny cross-camera experiment runs end to end."""
+loss/targets follow rig.core.optics, and a tiny cross-camera experiment runs end to end."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from inference.camind import (CamIndDFD, CameraSet, blur_target_px, camind_loss, format_table, predict_camind,
                               run_cross_camera_experiment)
-from rig import optics
-from rig.optics import Lens
+from rig.core import optics
+from rig.core.optics import Lens
 
 
 @pytest.fixture(autouse=True)

@@ -18,10 +18,10 @@ from conftest import REPO
 from inference.camind import CamIndDFD, save_camind
 from inference.camind_use import (SOURCE_CONFIG, SOURCE_THIN_LENS, camera_constants, camind_model_path,
                                   focus_warning, open_camind)
-from rig import optics
-from rig.config import load_rig_config, update_config_file
-from rig.errors import RigError
-from rig.imageio import read_depth_m, write_image
+from rig.core import optics
+from rig.core.config import load_rig_config, update_config_file
+from rig.core.errors import RigError
+from rig.core.imageio import read_depth_m, write_image
 
 torch.set_num_threads(1)
 H, W = 32, 48

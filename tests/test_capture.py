@@ -11,11 +11,11 @@ import pytest
 from acquisition.capture import PairCapture, run_scenes
 from acquisition.devices import list_devices, open_depth_sensor, open_dslr, open_rig
 from acquisition.protocols import SettingRejected, fuse_depth_burst
-from rig.config import load_rig_config
-from rig.errors import DeviceError
-from rig.imageio import read_depth_m, read_rgb
-from rig.records import capture_from_dict
-from rig.session import Session, StorageFull, verify_image_file
+from rig.core.config import load_rig_config
+from rig.core.errors import DeviceError
+from rig.core.imageio import read_depth_m, read_rgb
+from rig.core.records import capture_from_dict
+from rig.core.session import Session, StorageFull, verify_image_file
 
 TINY = {"dslr.sensor_px": [160, 108], "dslr.pixel_um": 30.0, "dslr.focal_mm": 9.0, "output.size_px": [80, 54],
         "depth_sensor.size_px": [80, 60], "depth_sensor.burst_frames": 3, "simulated.latency_scale": 0.0,
@@ -207,7 +207,7 @@ def test_capture_without_depth_sensor(tmp_path: Path):
 
 
 def test_demo_capture_step(tmp_path: Path):
-    from acquisition.demo import capture_step
+    from rig.demo import capture_step
     from rig.demo import DemoContext
 
     ctx = DemoContext(out_dir=tmp_path, config=tiny_cfg(), scenes=2, quick=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rig.session import Session, verify_image_file
+from rig.core.session import Session, verify_image_file
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {

@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from rig import optics
+from rig.core import optics
 from rig.cli import main
-from rig.config import load_rig_config
+from rig.core.config import load_rig_config
 
 
 def test_optics_blur_json(capsys):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from inference import compare
-from rig.config import load_rig_config
-from rig.errors import RigError
+from rig.core.config import load_rig_config
+from rig.core.errors import RigError
 
 torch.set_num_threads(1)
 
@@ -115,7 +115,7 @@ def test_downsample_to_refuses_rotated_or_small_images():
 
 
 def test_compare_writes_a_side_by_side_page(tmp_path, pairs_dir, tiny_cfg, models):
-    from rig.imageio import read_depth_m, read_rgb
+    from rig.core.imageio import read_depth_m, read_rgb
 
     lines: list[str] = []
     r = compare.compare_pairs(pairs_dir, tmp_path / "out", models[0], models[1], tiny_cfg,
@@ -170,7 +170,7 @@ def test_real_outdoor_pairs_are_paired_by_exif():
 def test_compare_on_the_real_outdoor_pairs(tmp_path, models):
     """Full-resolution D200 pairs -> 645x432, both models (shipped ones when present) and the baseline."""
     from inference.model import shipped_models
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
     from tests.conftest import shared_subdir
 
     root = shared_subdir("dfd_outdoor")

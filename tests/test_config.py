@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rig.config import CONFIG_DIR, load_rig_config
-from rig.errors import ConfigError
+from rig.core.config import CONFIG_DIR, load_rig_config
+from rig.core.errors import ConfigError
 
 PRESETS = sorted((CONFIG_DIR / "rig").glob("*.yaml"))
 

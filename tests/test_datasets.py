@@ -1,4 +1,4 @@
-"""rig.datasets: timestamp pairing of paper 1's DFD release (both layouts) and the NYUv2 .mat loader."""
+"""rig.core.datasets: timestamp pairing of paper 1's DFD release (both layouts) and the NYUv2 .mat loader."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rig.datasets import (NYU_CROP_COLS, NYU_CROP_ROWS, find_dfd_triplets, list_images, load_nyu,
+from rig.core.datasets import (NYU_CROP_COLS, NYU_CROP_ROWS, find_dfd_triplets, list_images, load_nyu,
                           locate_dfd_splits, pair_by_timestamp, pair_folder, parse_timestamp, read_nyu_splits,
                           timestamp_gap_s)
-from rig.errors import RigError
+from rig.core.errors import RigError
 from tests.conftest import shared_subdir
 
 # ------------------------------------------------------------------------------- timestamps

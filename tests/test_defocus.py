@@ -1,4 +1,4 @@
-"""Properties of the layered synthetic defocus (rig.defocus), on small images."""
+"""Properties of the layered synthetic defocus (rig.core.defocus), on small images."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rig import defocus, optics
-from rig.optics import Lens
+from rig.core import defocus, optics
+from rig.core.optics import Lens
 
 # A lens with strong blur at small sizes: k_cam ≈ 19 px at focus 1 m (35 mm f/2, 30 µm output px).
 LENS = Lens(focal_mm=35.0, f_number=2.0, pixel_um=30.0, focus_m=1.0)

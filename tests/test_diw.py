@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inference import diw
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 torch.set_num_threads(1)
 
@@ -135,7 +135,7 @@ HH, WW = 64, 96
 
 def _scene(tmp_path):
     """An image whose brightness follows depth (a ramp, 1-4 m) + pair files from its depth."""
-    from rig.imageio import write_image
+    from rig.core.imageio import write_image
 
     xx = np.linspace(0, 1, WW)[None, :].repeat(HH, 0)
     depth = 1.0 + 3.0 * xx
@@ -177,7 +177,7 @@ def test_finetuning_with_the_ranking_loss_lowers_whdr(tmp_path):
 
 
 def test_wide_images_are_downsampled_with_their_points(tmp_path):
-    from rig.imageio import write_image
+    from rig.core.imageio import write_image
 
     write_image(tmp_path / "big.png", np.zeros((200, 300, 3), np.uint8))
     p = diw.PairSet("big.png", [0, 299], [0, 199], [150, 10], [100, 20], [1, -1])
@@ -201,11 +201,11 @@ def test_crops_keep_only_the_pairs_inside():
 
 
 def test_cli_pairs_finetune_and_eval(tmp_path, capsys):
-    from rig import dataset as rds
+    from rig.core import dataset as rds
     from rig.cli import main
 
     depth = _scene(tmp_path)
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
 
     rgb = read_rgb(tmp_path / "img" / "ramp.png")
     for sid in ("a", "b"):

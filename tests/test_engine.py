@@ -18,7 +18,7 @@ from inference.engine import (DepthEngine, EngineConfig, chunk_sizes, default_mc
                               provider_options, resolve_providers, to_input)
 from inference.export import export_model  # noqa: E402
 from inference.model import build_model  # noqa: E402
-from rig.errors import RigError  # noqa: E402
+from rig.core.errors import RigError  # noqa: E402
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -11,7 +11,7 @@ import pytest
 from vcamera import jpeg_with_exif, pattern_rgb
 
 from acquisition.exif import EXIF_KEYS, exif_datetime, read_exif
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 
 def test_reads_every_key_with_types_and_units(tmp_path):

@@ -16,7 +16,7 @@ from inference.export import (_cpu_session, _random_rgb, companion_paths, export
                               read_onnx_meta, trunk_parity_max_abs)
 from inference.model import build_model  # noqa: E402
 from rig.cli import main  # noqa: E402
-from rig.errors import RigError  # noqa: E402
+from rig.core.errors import RigError  # noqa: E402
 
 PARITY_M = 1e-4  # fp32 onnxruntime vs torch on depths of ~2.5 m
 

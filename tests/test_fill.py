@@ -7,7 +7,7 @@ import pytest
 
 from registration.fill import (colorization_matrix, colorization_weights, fill_colorization_fast,
                                fill_colorization_reference, fill_depth, grey_from_rgb)
-from rig.records import VALID_FILLED, VALID_MEASURED, VALID_UNKNOWN
+from rig.core.records import VALID_FILLED, VALID_MEASURED, VALID_UNKNOWN
 
 
 def _nyu_loop(rgb: np.ndarray, depth: np.ndarray, known: np.ndarray, alpha: float = 1.0) -> np.ndarray:

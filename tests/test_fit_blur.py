@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rig.config import CONFIG_DIR, load_rig_config
-from rig.defocus import gaussian_kernel_1d, render_defocus
-from rig.errors import ConfigError
+from rig.core.config import CONFIG_DIR, load_rig_config
+from rig.core.defocus import gaussian_kernel_1d, render_defocus
+from rig.core.errors import ConfigError
 from rig.fit_blur import (BlurPair, difference_f_number, error_mask, estimate_shift_px, fit_blur, prepare_pair,
                           shift_image, write_fit_to_config)
 from tests.conftest import shared_subdir

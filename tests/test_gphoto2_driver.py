@@ -23,7 +23,7 @@ from acquisition.gphoto2_driver import (CLAIM_HINT, NO_CAMERA_MSG, ApertureMisma
                                         parse_shutter_s)
 from acquisition.protocols import (DeviceBusy, DeviceDisconnected, DeviceTimeout, Dslr, Setting,
                                    SettingRejected, TransferError)
-from rig.errors import DeviceError
+from rig.core.errors import DeviceError
 
 gp = pytest.importorskip("gphoto2")
 

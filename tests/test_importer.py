@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from registration.importer import cmd_import_dfd
-from rig.dataset import list_samples, read_manifest, read_sample
-from rig.errors import RigError
-from rig.imageio import read_depth_m, write_depth_mm, write_image
+from rig.cli.registration import cmd_import_dfd
+from rig.core.dataset import list_samples, read_manifest, read_sample
+from rig.core.errors import RigError
+from rig.core.imageio import read_depth_m, write_depth_mm, write_image
 from tests.conftest import shared_subdir
 
 W, H = 645, 432

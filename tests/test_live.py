@@ -27,10 +27,10 @@ from vcamera import no_camera_env, vcamera  # noqa: F401
 from conftest import REPO, shared_subdir
 from inference.live import (LiveLoop, LiveRecorder, StageQueue, colorize_fixed, read_jsonl,
                             read_live_frames, resize_to)
-from rig.config import load_rig_config
-from rig.errors import DeviceError, RigError
-from rig.imageio import read_depth_m, read_rgb
-from rig.session import Session
+from rig.core.config import load_rig_config
+from rig.core.errors import DeviceError, RigError
+from rig.core.imageio import read_depth_m, read_rgb
+from rig.core.session import Session
 
 TINY = {"dslr.sensor_px": [160, 108], "dslr.pixel_um": 30.0, "dslr.focal_mm": 9.0, "output.size_px": [80, 54],
         "depth_sensor.size_px": [80, 60], "depth_sensor.burst_frames": 3, "simulated.latency_scale": 0.0,
@@ -184,7 +184,7 @@ def test_simulated_source_end_to_end_records_a_replayable_session(tmp_path, onnx
 
 
 def test_folder_source_and_bad_sources(tmp_path, onnx_model):
-    from rig.imageio import write_image
+    from rig.core.imageio import write_image
     from rig.live import LiveOptions, parse_source, run_live
 
     src = tmp_path / "imgs"
@@ -364,7 +364,7 @@ def test_real_outdoor_pairs_through_the_live_loop(tmp_path, onnx_model):
 def test_demo_step_runs_a_short_live_loop(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from rig.demo import DemoContext
-    from rig.live import demo_step
+    from rig.demo import live_step as demo_step
 
     monkeypatch.setenv("RIG_ONNX_CACHE", str(tmp_path / "not-used"))
     ctx = DemoContext(out_dir=tmp_path, config=tiny_cfg(), scenes=1, quick=True)

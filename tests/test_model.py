@@ -10,7 +10,7 @@ import torch
 
 from inference.model import (D3Net, McDropout, build_model, count_parameters, encoder_state_dict_torchvision,
                              export_fp16, load_imagenet_encoder, load_model, resolve_model_path)
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 torch.set_num_threads(1)
 

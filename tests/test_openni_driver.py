@@ -21,8 +21,8 @@ pytest.importorskip("openni", reason="openni Python package not installed")
 from acquisition.openni_driver import (  # noqa: E402
     OpenNISensor, detect, find_openni2_library, intrinsics_from_fov, load_openni2, require_openni2_library)
 from acquisition.protocols import DepthSensor, DeviceTimeout, SettingRejected, read_depth_burst  # noqa: E402
-from rig.config import load_rig_config  # noqa: E402
-from rig.errors import DeviceError  # noqa: E402
+from rig.core.config import load_rig_config  # noqa: E402
+from rig.core.errors import DeviceError  # noqa: E402
 
 pytestmark = pytest.mark.device
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_missing_runtime_says_how_to_install(tmp_path) -> None:
 
 def test_without_device_detect_gives_the_reason_and_open_any_fails_in_one_line() -> None:
     code = ("from acquisition.openni_driver import OpenNISensor, detect\n"
-            "from rig.errors import DeviceError\n"
+            "from rig.core.errors import DeviceError\n"
             "found, reason = detect()\nprint(found)\nprint(reason)\n"
             "try:\n    OpenNISensor().start()\nexcept DeviceError as e:\n    print('ERR', e)\n")
     lines = _fresh_python(code).splitlines()

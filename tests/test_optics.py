@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from rig import optics
-from rig.config import load_rig_config
+from rig.core import optics
+from rig.core.config import load_rig_config
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_presets_give_paper1_scale():
 def test_measured_k_cam_from_the_config_drives_the_blur():
     """blur.k_cam_px (from `rig calibrate blur`) replaces the thin-lens k_cam in every lens of the
     config: exactly at the calibrated aperture and focus, scaled by the thin-lens ratio elsewhere."""
-    from rig.config import load_rig_config
-    from rig.defocus import render_defocus
+    from rig.core.config import load_rig_config
+    from rig.core.defocus import render_defocus
 
     plain = load_rig_config("simulated")
     nominal = optics.k_cam_px(plain.lens("defocused"))

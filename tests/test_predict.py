@@ -15,8 +15,8 @@ import torch
 from inference import model as M
 from inference.data import write_synthetic_dataset
 from inference.predict import predict_image, resize_for_model
-from rig.errors import RigError
-from rig.imageio import write_image
+from rig.core.errors import RigError
+from rig.core.imageio import write_image
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() ->
 
     from inference.data import capture_time
     from inference.metrics import depth_metrics, mean_metrics
-    from rig.imageio import read_depth_m, read_rgb
+    from rig.core.imageio import read_depth_m, read_rgb
 
     src = shared_subdir("dfd_indoor/train")
     shipped = M.shipped_models()

@@ -13,9 +13,9 @@ rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 (librealsense) not
 from acquisition.protocols import DepthSensor, DeviceTimeout, SettingRejected, read_depth_burst  # noqa: E402
 from acquisition.realsense_driver import (  # noqa: E402
     RealSenseSensor, detect, extrinsics_from_rs, intrinsics_from_rs)
-from rig.config import load_rig_config  # noqa: E402
-from rig.errors import DeviceError  # noqa: E402
-from rig.records import Extrinsics, Intrinsics  # noqa: E402
+from rig.core.config import load_rig_config  # noqa: E402
+from rig.core.errors import DeviceError  # noqa: E402
+from rig.core.records import Extrinsics, Intrinsics  # noqa: E402
 import rs_software as sw  # noqa: E402  (tests/ is on sys.path: pytest prepend import mode)
 
 pytestmark = pytest.mark.device

@@ -10,18 +10,18 @@ import pytest
 import yaml
 
 from rig.cli import main
-from rig.config import load_rig_config
-from rig.dataset import list_samples, read_manifest, read_sample
-from rig.imageio import read_depth_m
-from rig.records import VALID_FILLED, VALID_MEASURED
+from rig.core.config import load_rig_config
+from rig.core.dataset import list_samples, read_manifest, read_sample
+from rig.core.imageio import read_depth_m
+from rig.core.records import VALID_FILLED, VALID_MEASURED
 
 
 def capture_session(path: Path, scenes: int) -> Path:
     """A session of ``scenes`` simulated captures (no device latency), as `rig capture` makes it."""
     acq = pytest.importorskip("acquisition.capture")
-    from acquisition.cli import config_with_overrides
+    from rig.core.config import config_with_overrides
     from acquisition.devices import open_rig
-    from rig.session import Session
+    from rig.core.session import Session
 
     cfg = config_with_overrides(load_rig_config("simulated"), {
         "dslr.driver": "simulated", "depth_sensor.driver": "simulated", "simulated.latency_scale": 0.0})
@@ -130,7 +130,7 @@ def test_build_dataset_splits_by_scene_without_leakage(registered, tmp_path):
 
 
 def test_bad_input_is_one_line_exit_2(registered, tmp_path, capsys):
-    from rig.session import Session
+    from rig.core.session import Session
 
     a, _ = registered
     for argv in (["register", str(tmp_path / "missing")], ["register", str(tmp_path)],
@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_exit_2(registered, tmp_path, capsys):
 
 def test_demo_step_registers_and_builds(registered, tmp_path):
     from rig.demo import DemoContext
-    from registration.demo import register_step
+    from rig.demo import register_step
 
     _, b = registered
     ctx = DemoContext(out_dir=tmp_path, config=load_rig_config("simulated"), scenes=2, quick=True,
@@ -170,7 +170,7 @@ def test_max_fill_px_leaves_far_holes_unknown(registered):
     """output.max_fill_px: the fill stops that far from measured depth (sky, beyond-range walls)."""
     from registration.fill import distance_to_measured_px
     from registration.register import RegisterOptions, open_session, register_capture, session_calibration
-    from rig.records import VALID_UNKNOWN
+    from rig.core.records import VALID_UNKNOWN
 
     session = open_session(registered[0])
     cap = session.completed()[0]
@@ -192,7 +192,7 @@ def test_max_fill_px_leaves_far_holes_unknown(registered):
 
 
 def test_max_fill_px_config_key_is_validated(tmp_path):
-    from rig.errors import ConfigError
+    from rig.core.errors import ConfigError
 
     cfg = load_rig_config("simulated", overrides={"output.max_fill_px": 12})
     assert cfg.output.max_fill_px == 12.0

@@ -12,9 +12,9 @@ import pytest
 
 from inference.live import read_jsonl, read_live_frames
 from rig.cli import main
-from rig.config import load_rig_config
-from rig.errors import DeviceError, RigError
-from rig.imageio import read_depth_m
+from rig.core.config import load_rig_config
+from rig.core.errors import DeviceError, RigError
+from rig.core.imageio import read_depth_m
 from rig.replay import ReplayOptions, _paced, crop_intrinsics, run_replay
 
 TINY = {"dslr.sensor_px": [160, 108], "dslr.pixel_um": 30.0, "dslr.focal_mm": 9.0, "output.size_px": [80, 54],
@@ -41,7 +41,7 @@ def session(tmp_path_factory) -> Path:
     """Two scenes captured by the simulated rig (the real capture procedure, shrunk)."""
     from acquisition.capture import PairCapture, run_scenes
     from acquisition.devices import open_rig
-    from rig.session import Session
+    from rig.core.session import Session
 
     cfg = load_rig_config("simulated", overrides=TINY)
     path = tmp_path_factory.mktemp("replay") / "session"
@@ -134,7 +134,7 @@ def test_speed_paces_frames_by_their_recorded_times():
 
 
 def test_crop_intrinsics_follow_the_live_resize():
-    from rig.records import Intrinsics
+    from rig.core.records import Intrinsics
 
     k = Intrinsics(width=640, height=480, fx=500.0, fy=500.0, cx=319.5, cy=239.5)
     out = crop_intrinsics(k, (645, 432))
@@ -148,7 +148,7 @@ def test_crop_intrinsics_follow_the_live_resize():
 def _record(tmp_path: Path, color: bool) -> tuple[Path, list[float]]:
     pytest.importorskip("pyrealsense2")
     from rs_software import record_db3
-    from rig.records import Extrinsics, Intrinsics
+    from rig.core.records import Extrinsics, Intrinsics
 
     dk = Intrinsics.from_hfov(128, 96, 70.0)
     ck = Intrinsics.from_hfov(160, 120, 65.0)

@@ -18,7 +18,7 @@ from inference.data import write_synthetic_dataset
 from inference.evaluate import evaluate
 from inference.report import build_report
 from inference.train import run_training, train_config_from_dict
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 torch.set_num_threads(1)
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -86,8 +86,8 @@ def test_report_renders_in_headless_chromium(evaluated: tuple[Path, dict], tmp_p
 
 
 def test_demo_predict_step_writes_report(tmp_path: Path) -> None:
-    from inference.demo import predict_step
-    from rig.config import load_rig_config
+    from rig.demo import predict_step
+    from rig.core.config import load_rig_config
     from rig.demo import DemoContext
 
     root = write_synthetic_dataset(tmp_path / "ds", n=2, size_hw=(48, 64), splits=("test",))
@@ -105,10 +105,10 @@ def test_demo_predict_step_writes_report(tmp_path: Path) -> None:
 
 
 def test_demo_predict_step_on_session_images_keeps_same_named_inputs_apart(tmp_path: Path) -> None:
-    from inference.demo import predict_step
-    from rig.config import load_rig_config
+    from rig.demo import predict_step
+    from rig.core.config import load_rig_config
     from rig.demo import DemoContext
-    from rig.imageio import write_image
+    from rig.core.imageio import write_image
 
     rng = np.random.default_rng(0)
     for cid in ("c1", "c2"):

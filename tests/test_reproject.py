@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.bench import Plane, analytic_scene, crack_pixels, depth_errors, raycast_depth, sim_rig_geometry
+from rig.bench.register import Plane, analytic_scene, crack_pixels, depth_errors, raycast_depth, sim_rig_geometry
 from registration.reproject import reproject_depth, reproject_depth_reference, sensor_window
-from rig.config import load_rig_config
-from rig.records import Extrinsics, Intrinsics
+from rig.core.config import load_rig_config
+from rig.core.records import Extrinsics, Intrinsics
 
 
 def _extr(rot_y_deg: float = 0.0, t=(0.0, 0.0, 0.0)) -> Extrinsics:

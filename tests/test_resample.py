@@ -7,7 +7,7 @@ import pytest
 
 from registration.resample import (Shift, estimate_shift, output_intrinsics, prepare_pair, resample_to,
                                    shift_image, undistort)
-from rig.records import Intrinsics
+from rig.core.records import Intrinsics
 
 from conftest import shared_subdir
 
@@ -100,7 +100,7 @@ OUTDOOR_PAIRS = [("DSC_0001", "DSC_0002"), ("DSC_0005", "DSC_0006"), ("DSC_0008"
 @pytest.mark.realdata
 @pytest.mark.parametrize("n2_8,n8", OUTDOOR_PAIRS)
 def test_real_outdoor_pair_full_resolution(n2_8, n8):
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
 
     root = shared_subdir("dfd_outdoor")
     a, b = root / "N2_8" / f"{n2_8}.JPG", root / "N8" / f"{n8}.JPG"

@@ -155,7 +155,7 @@ def test_rig_live_serve_streams_the_live_view(tmp_path):
 
     from inference.export import export_model
     from inference.model import build_model
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
     from rig.live import LiveOptions, run_live
 
     torch.set_num_threads(1)

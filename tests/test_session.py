@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from rig.config import load_rig_config
-from rig.errors import ConfigError, RigError
-from rig.imageio import write_image
-from rig.records import Capture, DslrShot, capture_to_dict
-from rig.session import (JOURNAL_FILE, SESSION_FILE, Session, StorageFull, capture_id_for, jpeg_size,
+from rig.core.config import load_rig_config
+from rig.core.errors import ConfigError, RigError
+from rig.core.imageio import write_image
+from rig.core.records import Capture, DslrShot, capture_to_dict
+from rig.core.session import (JOURNAL_FILE, SESSION_FILE, Session, StorageFull, capture_id_for, jpeg_size,
                          parse_journal, verify_image_file)
 
 
@@ -259,7 +259,7 @@ def test_session_core_imports_no_stage():
     import subprocess
     import sys
 
-    code = ("import sys, rig.session; bad = [m for m in sys.modules if m.split('.')[0] in "
+    code = ("import sys, rig.core.session; bad = [m for m in sys.modules if m.split('.')[0] in "
             "('acquisition', 'registration', 'inference')]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})

@@ -13,9 +13,9 @@ from acquisition.protocols import (DepthSensor, DeviceBusy, DeviceDisconnected, 
                                    SettingRejected)
 from acquisition.simulated import (LATENCY_S, Box, Plane, Scene, SimulatedDepthSensor, SimulatedDslr, SimulatedRig,
                                    Texture, View, board_object_points, make_scene, render_view)
-from rig.config import load_rig_config
-from rig.records import Intrinsics
-from rig.session import verify_image_file
+from rig.core.config import load_rig_config
+from rig.core.records import Intrinsics
+from rig.core.session import verify_image_file
 
 TEX = Texture("checker", 0.1, (0.1, 0.1, 0.1), (0.9, 0.9, 0.9), 1)
 
@@ -217,7 +217,7 @@ def test_capture_writes_jpeg_with_exif(tmp_path: Path):
 def test_matched_exposure_keeps_brightness_and_f8_is_sharper(tmp_path: Path):
     import cv2
 
-    from rig.imageio import read_rgb
+    from rig.core.imageio import read_rgb
 
     cfg = small_cfg(644, **{"simulated.noise": False})
     cam = SimulatedDslr(cfg)

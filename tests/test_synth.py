@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from rig import defocus
+from rig.core import defocus
 from rig.cli import main
-from rig.config import load_rig_config
-from rig.imageio import read_rgb, write_depth_mm, write_image
+from rig.core.config import load_rig_config
+from rig.core.imageio import read_rgb, write_depth_mm, write_image
 from rig.synth import MANIFEST, colourise_depth, procedural_scene
 
 W, H = 64, 48
@@ -114,7 +114,7 @@ def test_synth_bad_input_exits_2_with_one_line(tmp_path, argv_tail, needle):
 
 
 def test_synth_nyu_mat(tmp_path, capsys):
-    """A tiny NYUv2-layout .mat (HDF5, MATLAB's transposed arrays) through rig.datasets.load_nyu."""
+    """A tiny NYUv2-layout .mat (HDF5, MATLAB's transposed arrays) through rig.core.datasets.load_nyu."""
     h5py = pytest.importorskip("h5py")
     rng = np.random.default_rng(0)
     n = 2
@@ -147,7 +147,7 @@ def test_bench_synth_quick(tmp_path):
 
 def test_demo_synth_step(tmp_path):
     from rig.demo import DemoContext
-    from rig.demo_steps import synth_step
+    from rig.demo import synth_step
 
     ctx = DemoContext(out_dir=tmp_path, config=load_rig_config("simulated"), scenes=1, quick=True)
     lines = synth_step(ctx)

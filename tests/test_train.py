@@ -13,7 +13,7 @@ import yaml
 
 from inference import data as D
 from inference.train import TRAIN_CONFIG_DIR, load_train_config, run_training, train_config_from_dict
-from rig.errors import ConfigError, RigError
+from rig.core.errors import ConfigError, RigError
 
 torch.set_num_threads(1)
 

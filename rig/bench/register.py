@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rig.records import Extrinsics, Intrinsics
+from rig.core.records import Extrinsics, Intrinsics
 
 # ------------------------------------------------------------------------------------------------
 # geometry of the simulated rig (the same formulas as acquisition/sim_geometry.py, restated here
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     Per frame: each method runs ``repeats`` times, interleaved (ours, rs.align, ours, …) so that
     machine load hits both alike; the speed ratio is median(rs.align) / median(ours).
     """
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
     from registration.reproject import reproject_depth
 
     repeats = max(1, int(getattr(args, "repeats", 5)))
@@ -412,21 +412,21 @@ def fill_bench_frames(quick: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, RGB, depth m) frames: the real DFD indoor set when present, else analytic scenes."""
     import cv2
 
-    from rig.datasets import shared_data_root
-    from rig.imageio import read_depth_m, read_rgb
+    from rig.core.datasets import shared_data_root
+    from rig.core.imageio import read_depth_m, read_rgb
 
     n = 1 if quick else 3
     root = shared_data_root()
     frames: list[tuple[str, np.ndarray, np.ndarray]] = []
     indoor = root / "dfd_indoor" / "train"
     if indoor.is_dir():
-        from rig.datasets import locate_dfd_splits, pair_dfd_split
+        from rig.core.datasets import locate_dfd_splits, pair_dfd_split
 
         triplets, _ = pair_dfd_split(locate_dfd_splits(indoor)[0])
         for sid, _n2, n8, dep in triplets[::max(1, len(triplets) // n)][:n]:
             frames.append((f"dfd_indoor/{sid}", read_rgb(n8), read_depth_m(dep)))
     else:
-        from rig.config import load_rig_config
+        from rig.core.config import load_rig_config
 
         cfg = load_rig_config("simulated")
         dslr, _, _ = sim_rig_geometry(cfg)

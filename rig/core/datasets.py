@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -155,7 +155,7 @@ def shared_data_root() -> Path:
     beside the repository (it may be absent: callers check)."""
     import os
 
-    return Path(os.environ.get("RIG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return Path(os.environ.get("RIG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 # --------------------------------------------------------------------------------- DFD release

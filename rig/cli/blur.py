@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 
 def add_blur_parser(sub: argparse._SubParsersAction, name: str = "calibrate-blur") -> argparse.ArgumentParser:
@@ -33,13 +33,13 @@ def add_blur_parser(sub: argparse._SubParsersAction, name: str = "calibrate-blur
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """`rig camind-experiment` (`rig calibrate blur` is added to the calibrate group by registration.cli)."""
+    """`rig camind-experiment` (`rig calibrate blur` is added to the calibrate group by rig.cli.registration)."""
     add_experiment_parser(sub, "camind-experiment")
 
 
 def write_blur_keys(config_path: Path, k_cam_px: float, gamma_px: float) -> None:
     """Set blur.k_cam_px / blur.gamma_px in a rig YAML, keeping its comments (validated first)."""
-    from rig.config import update_config_file
+    from rig.core.config import update_config_file
 
     update_config_file(config_path, {"blur.k_cam_px": f"{k_cam_px:.5f}", "blur.gamma_px": f"{gamma_px:.5f}"})
 
@@ -49,7 +49,7 @@ def run_calibrate_blur(args: argparse.Namespace) -> int:
 
     from registration.blur_calibration import calibrate_blur, nominal_intrinsics, write_blur_report
     from registration.calibration import geometry_from_calibration, load_calibration, parse_pattern
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
 
     cfg = load_rig_config(args.config)
     pattern = parse_pattern(args.pattern)

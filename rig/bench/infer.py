@@ -72,7 +72,7 @@ def torch_section(args: argparse.Namespace) -> dict[str, Any]:
 
 def deploy_section(args: argparse.Namespace) -> dict[str, Any]:
     """Issue 6's figures: torch vs onnxruntime, MC-dropout in ORT, live-loop FPS (prints its own table)."""
-    from inference.bench_deploy import run as run_deploy
+    from rig.bench.deploy import run as run_deploy
 
     return run_deploy(args)
 

@@ -1,25 +1,19 @@
-"""Registration commands: ``rig calibrate geometry|stereo``, ``rig register``, ``rig build-dataset``,
-``rig import-dfd``. Handlers import their modules lazily (``rig --help`` stays fast).
+"""Registration commands: ``rig calibrate geometry|stereo|blur``, ``rig register``, ``rig build-dataset``,
+``rig import-dfd``. Handlers import the registration stage lazily (``rig --help`` stays fast).
 
 ``rig calibrate`` is a group: :data:`CALIBRATE_COMMANDS` lists the functions that add its
-subcommands; later stages append theirs (e.g. ``rig calibrate blur``).
+subcommands (``rig calibrate blur`` comes from :mod:`rig.cli.blur`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Any, Callable
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 DIST_MODELS = ("simple", "standard", "rational")
-
-
-def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
-    module, _, func = target.partition(":")
-    return lambda a: getattr(importlib.import_module(module), func)(a)
 
 
 def _add_board_args(p: argparse.ArgumentParser, pattern_flag: str) -> None:
@@ -47,7 +41,7 @@ def add_geometry_command(calibrate: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", required=True,
                    help="COLSxROWS: inner corners (chessboard), circles per row x rows (circles), squares (charuco)")
     _add_board_args(p, "--pattern")
-    p.set_defaults(func=_lazy("registration.cli:cmd_calibrate_geometry"))
+    p.set_defaults(func=lambda a: cmd_calibrate_geometry(a))
 
 
 def add_stereo_command(calibrate: argparse._SubParsersAction) -> None:
@@ -60,13 +54,15 @@ def add_stereo_command(calibrate: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=("chessboard", "circles", "charuco"), default="chessboard",
                    help="board kind (default chessboard)")
     _add_board_args(p, "--board")
-    p.set_defaults(func=_lazy("registration.cli:cmd_calibrate_stereo"))
+    p.set_defaults(func=lambda a: cmd_calibrate_stereo(a))
 
 
-# Subcommands of `rig calibrate`; a later stage appends e.g. its add_blur_command.
+# Subcommands of `rig calibrate`.
 def add_blur_command(sub: argparse._SubParsersAction) -> None:
     """`rig calibrate blur` (paper 2's defocus-blur calibration; parser lives with its wiring)."""
-    importlib.import_module("rig.blur_cli").add_blur_parser(sub, "blur")
+    from rig.cli.blur import add_blur_parser
+
+    add_blur_parser(sub, "blur")
 
 
 CALIBRATE_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -74,7 +70,7 @@ CALIBRATE_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from rig.cli import add_group
+    from rig.cli.base import add_group
 
     calibrate = add_group(sub, "calibrate", "calibrate the rig: geometry (DSLR + depth sensor), stereo pairs, defocus blur (k_cam, γ)")
     for add in CALIBRATE_COMMANDS:
@@ -97,7 +93,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                          "calibration.geometry, else capture.yaml's geometry)")
     p.add_argument("--force", action="store_true", help="re-register frames that are already done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_lazy("registration.register:cmd_register"))
+    p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("build-dataset", help="registered sessions -> a train/test dataset (split by scene)",
                        description="Copy the registered frames of one or more sessions into DIR/{train,test}/"
@@ -108,7 +104,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of scenes in the test split (0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene split (0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_lazy("registration.build:cmd_build_dataset"))
+    p.set_defaults(func=cmd_build_dataset)
 
     p = sub.add_parser("import-dfd", help="import paper 1's DFD release into the dataset layout",
                        description="Import the published DFD indoor data (N2_8/, N8/, depth/), pairing files "
@@ -118,7 +114,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance-s", type=float, default=0.5, help="max timestamp gap when pairing (0.5 s)")
     p.add_argument("--split", help="import only this split (e.g. train)")
     p.add_argument("--config", help="rig config for the lens and output size (default: nikon_d200_xtion)")
-    p.set_defaults(func=lambda a: importlib.import_module("registration.importer").cmd_import_dfd(a))
+    p.set_defaults(func=cmd_import_dfd)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,3 +187,112 @@ def cmd_calibrate_stereo(args: argparse.Namespace) -> int:
     left = expand_glob(args.left, "--left")
     right = expand_glob(args.right, "--right")
     return _run_stereo(left, right, ("left", "right"), board, "stereo", args)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """`rig register SESSION [--align ...] [--fill ...] [--force] [--calibration FILE]`."""
+    from rich.console import Console
+
+    from registration.register import FrameResult, RegisterOptions, open_session, register_session
+
+    console = Console()
+    session = open_session(args.session)
+    size = tuple(session.config.output.size_px)
+    if args.align_threshold_px <= 0:
+        raise RigError("--align-threshold: must be > 0 px")
+    opts = RegisterOptions(size=size, align=args.align, align_threshold_px=args.align_threshold_px,  # type: ignore[arg-type]
+                           fill=args.fill, force=args.force,
+                           calibration=Path(args.calibration) if args.calibration else None,
+                           max_fill_px=session.config.output.max_fill_px)
+
+    def report(r: FrameResult) -> None:
+        if r.status == "failed":
+            console.print(f"[red]✗[/red] {r.capture_id}: {r.error}")
+        elif r.status == "registered":
+            al = r.meta.get("alignment", {})
+            flag = ""
+            if al.get("flagged"):
+                flag = (f"  [yellow]shift {al['dx_px']:+.2f},{al['dy_px']:+.2f} px"
+                        f"{' corrected' if al.get('corrected') else ' (flagged)'}[/yellow]")
+            dep = r.meta.get("depth", {})
+            console.print(f"[green]✓[/green] {r.capture_id}: measured {dep.get('measured_fraction', 0):.1%}, "
+                          f"filled {dep.get('filled_fraction', 0):.1%} ({r.seconds:.2f} s){flag}")
+
+    results = register_session(args.session, opts, on_frame=report, progress=not args.quiet, console=console)
+    done = sum(r.status == "registered" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    failed = [r for r in results if r.status == "failed"]
+    console.print(f"registered {done}, already done {skipped}, failed {len(failed)} → "
+                  f"{Path(args.session) / 'registered'}")
+    return 1 if failed else 0
+
+
+def cmd_build_dataset(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from registration.build import build_dataset
+
+    manifest = build_dataset([Path(s) for s in args.sessions], Path(args.out), args.test_fraction, args.seed,
+                             progress=not args.quiet)
+    sp = manifest["splits"]
+    Console().print(f"dataset {args.out}: train {sp['train']['count']} / test {sp['test']['count']} samples, "
+                    f"{len(manifest['split']['train_scenes'])} / {len(manifest['split']['test_scenes'])} scenes "
+                    f"(split by scene, seed {manifest['split']['seed']})")
+    return 0
+
+
+def cmd_import_dfd(args: argparse.Namespace) -> int:
+    """`rig import-dfd SRC --out DIR [--tolerance-s 0.5] [--split NAME]`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from registration.importer import DEFAULT_CONFIG, SplitResult, build_manifest, import_split
+    from rig.core.config import load_rig_config
+    from rig.core.dataset import SPLITS, write_manifest
+    from rig.core.datasets import DfdSplitDirs, locate_dfd_splits
+
+    src = Path(args.src if hasattr(args, "src") else args.SRC).expanduser()
+    out = Path(args.out).expanduser()
+    tolerance_s = float(getattr(args, "tolerance_s", 0.5))
+    split_arg = getattr(args, "split", None)
+    if not tolerance_s >= 0:
+        raise RigError(f"--tolerance-s: must be >= 0 s, got {tolerance_s}")
+    if split_arg is not None and split_arg not in SPLITS:
+        raise RigError(f"--split: must be one of {', '.join(SPLITS)}, got {split_arg!r}")
+    cfg = load_rig_config(getattr(args, "config", None) or DEFAULT_CONFIG)
+    size_wh = (int(cfg.output.size_px[0]), int(cfg.output.size_px[1]))
+    found = locate_dfd_splits(src, split_arg)
+    targets: list[tuple[DfdSplitDirs, str]] = []
+    for dirs in found:
+        name = split_arg or dirs.split
+        if name not in SPLITS:
+            raise RigError(f"{src}: cannot name the output split after the folder '{dirs.split}'; "
+                           f"pass --split {'|'.join(SPLITS)}")
+        targets.append((dirs, name))
+    if out.exists() and not out.is_dir():
+        raise RigError(f"--out {out}: exists and is not a folder")
+
+    console = Console(stderr=False)
+    results: list[SplitResult] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        for dirs, name in targets:
+            results.append(import_split(dirs, out, name, tolerance_s, size_wh, progress))
+
+    total_ok = sum(len(r.imported) + len(r.skipped) for r in results)
+    for r in results:
+        console.print(f"{r.split}: {len(r.imported)} imported, {len(r.skipped)} already there, "
+                      f"{len(r.failed)} failed, {len(r.unmatched)} unmatched file(s) "
+                      f"(tolerance {tolerance_s:g} s, largest RGB-depth gap "
+                      f"{max((p['gap_s'] for p in r.pairs), default=0.0):.3f} s)")
+        for u in r.unmatched:
+            console.print(f"  unmatched: {u}")
+        for f in r.failed:
+            console.print(f"  failed: {f}")
+    if total_ok == 0:
+        n_un = sum(len(r.unmatched) for r in results)
+        raise RigError(f"{src}: nothing imported ({n_un} unmatched file(s) within {tolerance_s:g} s; "
+                       "try a larger --tolerance-s)")
+    path = write_manifest(out, build_manifest(out, results, cfg, src, tolerance_s, size_wh))
+    console.print(f"wrote {total_ok} sample(s) under {out} ({path.name})")
+    return 0

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rig.errors import DeviceError, RigError
+from rig.core.errors import DeviceError, RigError
 
 DEFAULT_SCENES = 10
 TABLE_ROWS_MAX = 40  # longer runs list only the captures that needed retries or failed
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from rig.cli import add_group
+    from rig.cli.base import add_group
 
     p = sub.add_parser("devices", help="list attached DSLRs and depth sensors, and why none is found",
                        description="Detect tethered DSLRs (gphoto2) and depth sensors (RealSense, OpenNI2); "
@@ -86,28 +86,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def config_with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """The config with dotted-key overrides applied (validated again)."""
-    import copy
-
-    from rig.config import rig_config_from_dict
-
-    if not overrides:
-        return cfg
-    raw = copy.deepcopy(dict(cfg.raw))
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return rig_config_from_dict(raw, src=f"{cfg.path or cfg.name} (with command-line overrides)", path=cfg.path)
-
-
 def open_capture_session(args: argparse.Namespace) -> tuple[Any, Any, int]:
     """(session, run config, total scenes) for ``rig capture`` — validates every flag first."""
-    from rig.config import load_rig_config
-    from rig.session import Session
+    from rig.core.config import config_with_overrides, load_rig_config
+    from rig.core.session import Session
 
     _check_range("--fault-rate", args.fault_rate, 0.0, 1.0)
     _check_range("--latency-scale", args.latency_scale, 0.0, 10.0)
@@ -229,7 +211,7 @@ def _run_with_progress(capture: Any, pending: list[int], console: Any, quiet: bo
 
 # ----------------------------------------------------------------------------------------- sessions
 def cmd_sessions_show(args: argparse.Namespace) -> int:
-    from rig.session import Session
+    from rig.core.session import Session
 
     session = Session.open(args.dir)
     s = session.summary()

@@ -35,8 +35,8 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
-from rig import optics
-from rig.optics import Lens
+from rig.core import optics
+from rig.core.optics import Lens
 
 PsfKind = Literal["gaussian", "disk"]
 PSF_KINDS: tuple[str, ...] = ("gaussian", "disk")
@@ -567,7 +567,7 @@ def render_defocus(rgb: np.ndarray, depth_m: np.ndarray, lens: Lens, psf: str = 
 
     rgb: (H, W, 3) uint8, or float in [0, 1] (other channel counts work too); depth_m: (H, W)
     metres, ≤ 0 / NaN / ``valid`` False = unknown (takes the nearest known depth). psf: 'gaussian'
-    (σ = rho·ε) or 'disk' (diameter ε), with ε from :func:`rig.optics.blur_diameter_px` quantised
+    (σ = rho·ε) or 'disk' (diameter ε), with ε from :func:`rig.core.optics.blur_diameter_px` quantised
     to layers ``max_step_px`` apart. threads: layers worked on at once (default: OpenCV's thread
     count, so ``cv2.setNumThreads(1)`` in worker processes makes it sequential); the result does
     not depend on it. Returns the same shape and dtype as ``rgb``.

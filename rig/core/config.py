@@ -1,7 +1,7 @@
 """Rig configuration: one YAML file drives every stage (Open3D reconstruction-system style).
 
 ``load_rig_config(path)`` validates every key (type, unit, range, allowed values, unknown keys)
-and returns a frozen :class:`RigConfig`. Any problem raises :class:`~rig.errors.ConfigError` with
+and returns a frozen :class:`RigConfig`. Any problem raises :class:`~rig.core.errors.ConfigError` with
 one line naming the file, the dotted key and what is allowed; the CLI turns it into exit code 2.
 """
 
@@ -17,10 +17,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from rig.errors import ConfigError
-from rig.optics import Lens
+from rig.core.errors import ConfigError
+from rig.core.optics import Lens
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 _REQUIRED = object()
@@ -267,7 +267,7 @@ class RigConfig:
             return lens
         # blur.k_cam_px was measured at the defocused aperture and dslr.focus_m: keep the ratio
         # measured / thin-lens, valid for the other aperture and focus distances too
-        from rig import optics
+        from rig.core import optics
 
         nominal = optics.k_cam_px(Lens(focal_mm=self.dslr.focal_mm, f_number=self.dslr.f_number_defocused,
                                        pixel_um=self.dslr.pixel_um, focus_m=self.dslr.focus_m,
@@ -495,7 +495,7 @@ def update_config_file(path: Path, values: Mapping[str, str]) -> RigConfig:
     """Set ``section.key`` values (YAML scalars as text) in a rig config file, keeping its comments and
     layout; the edited text is validated with :func:`load_rig_config` before it atomically replaces
     the file (ConfigError and the file unchanged otherwise). Returns the new config."""
-    from rig.imageio import atomic_write_bytes
+    from rig.core.imageio import atomic_write_bytes
 
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -514,3 +514,19 @@ def update_config_file(path: Path, values: Mapping[str, str]) -> RigConfig:
         tmp.unlink(missing_ok=True)
     atomic_write_bytes(path, new_text.encode("utf-8"))
     return load_rig_config(path)
+
+
+def config_with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """The config with dotted-key overrides applied (validated again)."""
+    import copy
+
+    if not overrides:
+        return cfg
+    raw = copy.deepcopy(dict(cfg.raw))
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return rig_config_from_dict(raw, src=f"{cfg.path or cfg.name} (with command-line overrides)", path=cfg.path)

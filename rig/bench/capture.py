@@ -26,7 +26,7 @@ from typing import Any
 def _capturer(cfg: Any, root: Path, name: str, scenes: int, overlap_io: bool) -> Any:
     from acquisition.capture import PairCapture
     from acquisition.devices import open_rig
-    from rig.session import Session
+    from rig.core.session import Session
 
     session = Session.create(root / name, cfg, planned_scenes=scenes)
     devices = open_rig(cfg)
@@ -56,7 +56,7 @@ def _one(capture: Any, i: int) -> dict[str, float]:
 def measure(repeats: int, latency_scale: float = 1.0, preset: str = "simulated") -> dict[str, Any]:
     """``repeats`` captures (after a warm-up) with the file work overlapped (the capture loop as
     used) and, interleaved on the same scenes, done inline (the sequential baseline)."""
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
 
     cfg = load_rig_config(preset, overrides={"simulated.latency_scale": float(latency_scale), "faults.rate": 0.0,
                                              "dslr.driver": "simulated", "depth_sensor.driver": "simulated",

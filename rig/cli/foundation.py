@@ -1,4 +1,4 @@
-"""Foundation subcommands: ``rig optics``, ``rig synth``, ``rig demo``, ``rig bench``."""
+"""Foundation and whole-pipeline subcommands: ``rig optics``, ``rig synth``, ``rig demo``, ``rig bench``."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 # `rig bench NAME` -> "module:function"; the function takes the parsed args and returns a dict of
 # measured figures (printed as a table, written with --json).
 BENCH_TARGETS: dict[str, str] = {
-    "synth": "rig.bench_synth:run",
-    "capture": "acquisition.bench:run",
-    "register": "registration.bench:run",
-    "fill": "registration.bench:run_fill",
-    "infer": "inference.bench:run",
+    "synth": "rig.bench.synth:run",
+    "capture": "rig.bench.capture:run",
+    "register": "rig.bench.register:run",
+    "fill": "rig.bench.register:run_fill",
+    "infer": "rig.bench.infer:run",
 }
 
 
@@ -31,7 +31,7 @@ def _resolve(target: str) -> Callable[..., Any]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from rig.cli import add_group
+    from rig.cli.base import add_group
 
     optics = add_group(sub, "optics", "thin-lens blur: diameters, plots, fitting the real DSLR's blur")
     p = optics.add_parser("blur", help="blur-circle diameter (output px) at given depths",
@@ -59,7 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=24, help="number of image triplets used (default 24)")
     p.add_argument("--write", action="store_true", help="write the fitted values into the config file")
     p.add_argument("--json", dest="json_out", help="also write the result as JSON to this file")
-    p.set_defaults(func=lambda a: _resolve("rig.fit_blur:cmd_fit_blur")(a))
+    p.set_defaults(func=_cmd_fit_blur)
 
     p = sub.add_parser("synth", help="layered synthetic defocus of all-in-focus RGB + depth",
                        description="Render defocused images from all-in-focus RGB + depth (paper 1 Eq. 1-2).")
@@ -78,13 +78,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="processes (default 0: all cores)")
     p.add_argument("--limit", type=int, help="render at most this many images")
     p.add_argument("--device", default="cpu", help="'cpu' (NumPy/OpenCV) or a torch device, e.g. cuda")
-    p.set_defaults(func=lambda a: _resolve("rig.synth:cmd_synth")(a))
+    p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the simulated rig (no hardware needed)")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--scenes", type=int, default=4, help="simulated scenes to capture")
     p.add_argument("--quick", action="store_true", help="smallest possible run (used by the tests)")
-    p.set_defaults(func=lambda a: _resolve("rig.demo:run_demo")(a))
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCH_TARGETS) + ", all")
     p.add_argument("name", choices=(*BENCH_TARGETS, "all"))
@@ -96,9 +96,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _cmd_fit_blur(args: argparse.Namespace) -> int:
+    from rig.fit_blur import cmd_fit_blur
+
+    return cmd_fit_blur(args)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from rig.synth import cmd_synth
+
+    return cmd_synth(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rig.demo import run_demo
+
+    return run_demo(args)
+
+
 def cmd_optics_blur(args: argparse.Namespace) -> int:
-    from rig import optics
-    from rig.config import load_rig_config
+    from rig.core import optics
+    from rig.core.config import load_rig_config
 
     cfg = load_rig_config(args.config)
     if args.focus is not None and args.focus * 1000.0 <= cfg.dslr.focal_mm:
@@ -129,7 +147,7 @@ def cmd_optics_blur(args: argparse.Namespace) -> int:
 
 
 def cmd_optics_plot(args: argparse.Namespace) -> int:
-    from rig.config import load_rig_config
+    from rig.core.config import load_rig_config
     from rig.plots import plot_blur_vs_depth
 
     cfg = load_rig_config(args.config)

@@ -5,7 +5,7 @@ Layout::
     DIR/session.yaml              rig config snapshot (cfg.to_yaml()), snapshot id, software, created
     DIR/captures.jsonl            append-only journal, one JSON line per capture attempt
     DIR/raw/<capture-id>/…        defocused.jpg, all_in_focus.jpg, depth_000.png…, depth_fused.png,
-                                  ir.png, truth/, capture.yaml (names in rig.records)
+                                  ir.png, truth/, capture.yaml (names in rig.core.records)
     DIR/raw/.tmp-<id>-a<n>-<pid>/ an attempt in progress (renamed to raw/<id>/ only when complete)
     DIR/registered/<capture-id>/… written later by registration
 
@@ -38,10 +38,10 @@ from typing import Any, Iterator
 
 import yaml
 
-from rig import __version__
-from rig.config import RigConfig, rig_config_from_dict
-from rig.errors import ConfigError, RigError
-from rig.records import CAPTURE_META_NAME, Capture, capture_from_dict
+from rig.core import __version__
+from rig.core.config import RigConfig, rig_config_from_dict
+from rig.core.errors import ConfigError, RigError
+from rig.core.records import CAPTURE_META_NAME, Capture, capture_from_dict
 
 SESSION_FILE = "session.yaml"
 JOURNAL_FILE = "captures.jsonl"
@@ -231,7 +231,7 @@ class Session:
             "planned_scenes": None if planned_scenes is None else int(planned_scenes),
             "config": yaml.safe_load(cfg.to_yaml()),
         }
-        from rig.imageio import atomic_write_bytes
+        from rig.core.imageio import atomic_write_bytes
 
         try:
             (path / RAW_DIR).mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,9 @@
 On a procedural 645x432 scene (textured back wall, floor ramp, slanted panel, fronto-parallel
 boxes; 0.5-8 m) seen by the paper's Nikon D200 35 mm f/2.8 rig focused at 2 m, times
 
-* fast: :func:`rig.defocus.render_defocus` (boxed layers, separable Gaussian, layers prepared and
+* fast: :func:`rig.core.defocus.render_defocus` (boxed layers, separable Gaussian, layers prepared and
   blurred on OpenCV's thread count), and the same on one thread (``fast_1_thread``);
-* straightforward: :func:`rig.defocus.render_defocus_direct` — the same layers, extension, PSFs
+* straightforward: :func:`rig.core.defocus.render_defocus_direct` — the same layers, extension, PSFs
   and compositing done over the whole frame for every layer, each plane blurred with the layer's
   2-D kernel by ``cv2.filter2D`` (which itself switches to a DFT for kernels of 11x11 and up);
 * direct_shared_prep: the fast code's layer preparation, then whole-frame ``cv2.filter2D`` per
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from rig import defocus
-    from rig.config import load_rig_config
+    from rig.core import defocus
+    from rig.core.config import load_rig_config
     from rig.synth import procedural_scene
 
     quick = bool(getattr(args, "quick", False))

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 import numpy as np
 import yaml
 
-from rig import __version__
-from rig.errors import RigError
-from rig.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
+from rig.core import __version__
+from rig.core.errors import RigError
+from rig.core.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
 
 SPLITS = ("train", "val", "test")
 KINDS = ("N2_8", "N8", "depth", "valid")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rig.errors import RigError
+from rig.core.errors import RigError
 
 DEPTH_MAX_MM = 65535
 

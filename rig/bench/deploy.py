@@ -70,8 +70,8 @@ def _frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
 def _record_live_run(root: Path, frames: list[np.ndarray]) -> Path:
     """A recorded live run (session + live/ layout) holding ``frames``, to replay."""
     from inference.live import Frame, LiveRecorder
-    from rig.config import load_rig_config
-    from rig.session import Session
+    from rig.core.config import load_rig_config
+    from rig.core.session import Session
 
     session = Session.create(root, load_rig_config("simulated"))
     rec = LiveRecorder(session.path, {"source": "bench"})

@@ -1,0 +1,77 @@
+"""The ``rig`` command line: one entry point, one module per command group in this package.
+
+The stages (``acquisition``, ``registration``, ``inference``) are libraries and know nothing of the
+command line: every parser and handler lives here. Each module in ``COMMAND_MODULES`` exposes
+``add_commands(subparsers)`` and sets ``func`` on its parsers; heavy imports (torch, cv2, device
+libraries) happen inside the handlers so ``rig --help`` stays fast. A
+:class:`~rig.core.errors.RigError` becomes one line on stderr and its exit code; any other exception
+becomes one line too (set ``RIG_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from types import ModuleType
+from typing import Sequence
+
+from rig import __version__
+from rig.cli import acquisition, blur, compare, deploy, foundation, inference, registration
+from rig.cli.base import _Parser, add_group
+from rig.core.errors import RigError
+
+__all__ = ["COMMAND_MODULES", "add_group", "build_parser", "main"]
+
+# Order = order in `rig --help`.
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    foundation,    # optics, synth, demo, bench
+    acquisition,   # devices, capture, sessions
+    registration,  # calibrate, register, build-dataset, import-dfd
+    inference,     # train, eval, predict, report
+    compare,       # baseline, finetune-diw, diw-pairs, diw-eval, compare
+    blur,          # camind-experiment (and `rig calibrate blur`, added by registration)
+    deploy,        # export, live, replay
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rig", description="Deep depth-from-defocus camera rig: capture, register, "
+                     "train, predict, live. Every command takes --help.")
+    parser.add_argument("--version", action="version", version=f"rig {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        # a group without a subcommand (e.g. `rig optics`): show its help
+        target = getattr(args, "_group_parser", parser)
+        target.print_help()
+        return 2 if args.command else 0
+    try:
+        rc = func(args)
+        return int(rc or 0)
+    except RigError as e:
+        print(f"rig: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rig: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 — last line of defence: one line, not a traceback
+        if os.environ.get("RIG_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"rig: error: {type(e).__name__}: {msg} (set RIG_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
