@@ -20,6 +20,11 @@ trunk as one batch. ``forward(x) == decode(trunk(x))``.
 * ``d3net-lite``: a small U-Net for CPUs (~1.6 M parameters, 3 MB in fp16) with the same dropout
   placement and head; skips are added (FPN-style, projected by 1x1 convs in the trunk) and the
   decoder stops at 1/4 resolution followed by bilinear upsampling, so that dropout samples are cheap.
+* ``dfdnet``: a full-resolution U-Net (a stride-1 stage whose features reach a full-resolution
+  decoder stage, because the blur to read at 645x432 is 0-2 px), optionally fed the classical
+  defocus cue of :mod:`inference.blur_cue`, with a two-channel head: log-depth μ and the log scale
+  of a Laplace distribution over log-depth (aleatoric uncertainty, one pass). ``forward`` returns
+  depth like the others; :meth:`DfdNet.forward_dist` returns (μ, log b).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inference.blur_cue import defocus_cue
 from rig.core.errors import RigError
 
 STRIDE = 32
@@ -489,15 +495,118 @@ class D3NetLite(DepthNet):
 
 
 # ----------------------------------------------------------------------------------------------
+# DFD-Net: full resolution, aleatoric head
+
+LOG_B_INIT = math.log(0.25)
+
+
+class DfdNet(DepthNet):
+    """Full-resolution U-Net: 6 levels (1, 1/2 ... 1/32), additive skips, full-resolution decoder."""
+
+    arch = "dfdnet"
+
+    def __init__(self, depth_scale_m: float = DEFAULT_DEPTH_SCALE_M, dropout: float = 0.2,
+                 blur_cue: bool = False, enc: tuple[int, ...] = (8, 24, 48, 96, 160, 256),
+                 dec: tuple[int, ...] = (96, 64, 48, 24, 8)) -> None:
+        super().__init__()
+        self.blur_cue = bool(blur_cue)
+        in_ch = 3 + (2 if self.blur_cue else 0)
+        self.stem = nn.Sequential(_cbr(in_ch, enc[0]), _cbr(enc[0], enc[0]))
+        stages = []
+        c = enc[0]
+        for ch in enc[1:]:
+            stages.append(nn.Sequential(_cbr(c, ch, 2), _cbr(ch, ch)))
+            c = ch
+        self.encoder = nn.ModuleList(stages)
+        self.dec5a = _LiteConv(enc[5], dec[0], dropout)
+        self.dec5b = _LiteConv(dec[0], dec[0], dropout)
+        self.proj4 = nn.Conv2d(enc[4], dec[0], 1)
+        self.dec4 = _LiteConv(dec[0], dec[1], 0.0)
+        self.proj3 = nn.Conv2d(enc[3], dec[1], 1)
+        self.dec3 = _LiteConv(dec[1], dec[2], 0.0)
+        self.proj2 = nn.Conv2d(enc[2], dec[2], 1)
+        self.dec2 = _LiteConv(dec[2], dec[3], 0.0)
+        self.proj1 = nn.Conv2d(enc[1], dec[3], 1)
+        self.dec1 = _LiteConv(dec[3], dec[4], 0.0)
+        self.proj0 = nn.Conv2d(enc[0], dec[4], 1)
+        self.dec0 = _LiteConv(dec[4], dec[4], 0.0)
+        self.head = _DistHead(dec[4], depth_scale_m)
+        _init_decoder([self.dec5a, self.dec5b, self.proj4, self.dec4, self.proj3, self.dec3, self.proj2,
+                       self.dec2, self.proj1, self.dec1, self.proj0, self.dec0])
+        for m in list(self.stem.modules()) + list(self.encoder.modules()):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def _prepare(self, rgb: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x, size = super()._prepare(rgb)
+        if self.blur_cue:
+            rgb_p = x * self.std + self.mean  # padded RGB in [0, 1]
+            x = torch.cat([x, defocus_cue(rgb_p)], dim=1)
+        return x, size
+
+    def trunk(self, rgb: torch.Tensor) -> dict[str, Any]:
+        x, size = self._prepare(rgb)
+        f0 = self.stem(x)
+        feats = [f0]
+        for stage in self.encoder:
+            feats.append(stage(feats[-1]))
+        return {"pre": self.dec5a.first(feats[5]), "s4": self.proj4(feats[4]), "s3": self.proj3(feats[3]),
+                "s2": self.proj2(feats[2]), "s1": self.proj1(feats[1]), "s0": self.proj0(feats[0]),
+                "size": size}
+
+    @staticmethod
+    def _up(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return _add_broadcast(up, skip)
+
+    def decode_dist(self, trunk: dict[str, Any], repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-depth μ, log b), each (B·repeat, 1, H, W), cropped to the input size."""
+        x = self.dec5b(self.dec5a.rest(self._rep(trunk["pre"], repeat)))
+        x = self.dec4(self._up(x, trunk["s4"]))
+        x = self.dec3(self._up(x, trunk["s3"]))
+        x = self.dec2(self._up(x, trunk["s2"]))
+        x = self.dec1(self._up(x, trunk["s1"]))
+        x = self.dec0(self._up(x, trunk["s0"]))
+        out = self.head.conv(x)
+        h, w = trunk["size"]
+        return out[:, 0:1, :h, :w].clamp(-10.0, 10.0), out[:, 1:2, :h, :w].clamp(-8.0, 3.0)
+
+    def forward_dist(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode_dist(self.trunk(rgb), 1)
+
+    def decode(self, trunk: dict[str, Any], repeat: int = 1) -> torch.Tensor:
+        return self.decode_dist(trunk, repeat)[0].exp()
+
+
+
+
+class _DistHead(nn.Module):
+    """3x3 conv to two channels: log-depth (bias log(scale)) and log Laplace scale (bias log 0.25)."""
+
+    def __init__(self, in_ch: int, depth_scale_m: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, 2, 3, padding=1, bias=True)
+        nn.init.normal_(self.conv.weight, 0.0, 1e-3)
+        self.reset_scale(depth_scale_m)
+
+    def reset_scale(self, depth_scale_m: float) -> None:
+        if not depth_scale_m > 0:
+            raise ValueError("depth_scale_m must be > 0")
+        with torch.no_grad():
+            self.conv.bias[0] = math.log(depth_scale_m)
+            self.conv.bias[1] = LOG_B_INIT
+
+
+# ----------------------------------------------------------------------------------------------
 # Registry and model files
 
-MODELS: dict[str, Callable[..., DepthNet]] = {"d3net": D3Net, "d3net-lite": D3NetLite}
+MODELS: dict[str, Callable[..., DepthNet]] = {"d3net": D3Net, "d3net-lite": D3NetLite, "dfdnet": DfdNet}
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_SUFFIX = ".pt"
 
 
 def build_model(name: str, depth_scale_m: float = DEFAULT_DEPTH_SCALE_M, **kwargs: Any) -> DepthNet:
-    """A fresh network by registry name ('d3net' or 'd3net-lite')."""
+    """A fresh network by registry name ('d3net', 'd3net-lite' or 'dfdnet')."""
     if name not in MODELS:
         raise RigError(f"unknown model architecture {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](depth_scale_m=depth_scale_m, **kwargs)
