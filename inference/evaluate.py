@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.cv import ause, sparsification_curve, spearman
 from inference.metrics import (BinAccumulator, depth_histogram, depth_metrics, eigen_crop, eval_mask, mean_metrics,
                                pooled_metrics)
 from rig.core.errors import RigError
@@ -146,6 +147,7 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
     ids = es.ids[:limit] if limit else es.ids
     images = load_image_set(es.root, es.split_dir, kind, ids, input_dir)
     per_image, preds, rows = [], [], []
+    unc_err, unc_sig, unc_rho, unc_ratio = [], [], [], []
     gmax = max(float(d.max()) for d in images.depth_m)
     edges = _bin_edges(max_depth_m or gmax, bin_width_m)
     acc = BinAccumulator(edges)
@@ -160,6 +162,14 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
             m = depth_metrics(pred.depth_m, gt, valid, min_depth_m, max_depth_m, cmask)
             per_image.append({"id": sid, **m})
             preds.append(pred.depth_m)
+            if pred.std_m is not None:
+                um = eval_mask(gt, valid, min_depth_m, max_depth_m, cmask)
+                err, sig = np.abs(pred.depth_m[um] - gt[um]), pred.std_m[um]
+                unc_err.append(err)
+                unc_sig.append(sig)
+                unc_rho.append(spearman(sig, err))
+                unc_ratio.append(ause(err, sig)["ause_ratio"])
+                per_image[-1].update({"spearman_std_err": unc_rho[-1], "ause_ratio": unc_ratio[-1]})
             acc.add(pred.depth_m, gt, eval_mask(gt, valid, min_depth_m, max_depth_m, cmask))
             if i < grid:
                 std = pred.std_m
@@ -189,16 +199,61 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
         "training": {k: loaded.meta.get(k) for k in ("epoch", "n_train", "n_val", "val_carved", "dataset")
                      if k in loaded.meta},
     }
+    if unc_err:
+        result["uncertainty"] = uncertainty_summary(unc_err, unc_sig, unc_rho, unc_ratio)
+        result["settings"]["uncertainty"] = f"MC-dropout, {mc_samples} samples" if mc_samples > 1 else "aleatoric head"
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         plot_depth_bins(bins, out_dir / "depth_bins.png", f"{loaded.arch} on {kind}: RMS per depth bin")
         result["figures"] = {"depth_bins": "depth_bins.png"}
+        if "uncertainty" in result:
+            plot_sparsification(result["uncertainty"], out_dir / "sparsification.png")
+            result["figures"]["sparsification"] = "sparsification.png"
         if rows:
             plot_grid(rows, out_dir / "grid.png")
             result["figures"]["grid"] = "grid.png"
         write_json(out_dir / "metrics.json", result)
     return result
+
+
+def uncertainty_summary(errors: list[np.ndarray], sigmas: list[np.ndarray], rhos: list[float],
+                        ratios: list[float], steps: int = 20) -> dict[str, Any]:
+    """How well σ ranks |error|: per-image means of Spearman(σ, |err|) and AUSE ratio (1 = random
+    order, 0 = oracle), the pooled AUSE and the pooled sparsification curves (error of the pixels kept
+    after removing the fraction ``removed`` with the largest σ / largest true error)."""
+    e, sg = np.concatenate(errors), np.concatenate(sigmas)
+    pooled = ause(e, sg, steps)
+    return {"spearman_std_err": float(np.nanmean(rhos)), "ause_ratio": float(np.nanmean(ratios)),
+            "pooled_ause": pooled["ause"], "pooled_ause_ratio": pooled["ause_ratio"],
+            "spearman_std_err_pooled": spearman(sg, e),
+            "sparsification": {"removed": [i / steps for i in range(steps)],
+                               "by_std_m": sparsification_curve(e, sg, steps).tolist(),
+                               "oracle_m": sparsification_curve(e, e, steps).tolist(),
+                               "random_m": [float(e.mean())] * steps}}
+
+
+def plot_sparsification(unc: dict[str, Any], out: Path) -> Path:
+    """Sparsification curves (mean |error| of the kept pixels vs the fraction removed) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sp = unc["sparsification"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
+    ax.plot(sp["removed"], sp["by_std_m"], label="removed by predicted σ")
+    ax.plot(sp["removed"], sp["oracle_m"], "--", label="oracle (by true error)")
+    ax.plot(sp["removed"], sp["random_m"], ":", label="random order")
+    ax.set_xlabel("fraction of pixels removed")
+    ax.set_ylabel("mean |error| of the rest (m)")
+    ax.set_title(f"sparsification: AUSE ratio {unc['pooled_ause_ratio']:.2f}, "
+                 f"Spearman {unc['spearman_std_err']:.2f}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def write_json(path: Path, obj: Any) -> None:

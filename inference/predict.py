@@ -28,7 +28,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 @dataclass
 class Prediction:
-    """depth_m: (H, W) float32 metres; std_m: (H, W) MC-dropout standard deviation or None."""
+    """depth_m: (H, W) float32 metres; std_m: (H, W) metres (MC-dropout or aleatoric σ) or None."""
 
     depth_m: np.ndarray
     std_m: np.ndarray | None = None
@@ -45,8 +45,13 @@ def to_tensor(rgb: np.ndarray, device: Any = "cpu"):  # -> torch.Tensor
 
 
 def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 0,
-                  device: Any = "cpu") -> Prediction:
-    """Depth for one RGB uint8 image; ``mc_samples`` > 1 uses MC-dropout (mean, std)."""
+                  device: Any = "cpu", flip_tta: bool = False) -> Prediction:
+    """Depth for one RGB uint8 image (H, W, 3) -> Prediction (depth_m, std_m), both (H, W) metres.
+
+    ``mc_samples`` > 1: MC-dropout mean and std. Otherwise one pass; a network with an aleatoric
+    head (``forward_dist``, e.g. ``dfdnet``) also returns its predicted σ. ``flip_tta``: average the
+    log-depth (and log-scale) of the image and its mirror image (aleatoric networks only).
+    """
     import torch
 
     from inference.mc_dropout import mc_predict
@@ -59,6 +64,16 @@ def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 
             if mc_samples and mc_samples > 1:
                 mean, var = mc_predict(model, x, samples=mc_samples, seed=seed)
                 return Prediction(mean[0, 0].cpu().numpy(), var[0, 0].clamp_min(0).sqrt().cpu().numpy())
+            if hasattr(model, "forward_dist"):
+                from inference.losses import depth_std_m
+
+                mu, log_b = model.forward_dist(x)
+                if flip_tta:
+                    mu_f, lb_f = model.forward_dist(torch.flip(x, [3]))
+                    mu = 0.5 * (mu + torch.flip(mu_f, [3]))
+                    log_b = 0.5 * (log_b + torch.flip(lb_f, [3]))
+                return Prediction(mu.exp()[0, 0].float().cpu().numpy(),
+                                  depth_std_m(mu, log_b)[0, 0].float().cpu().numpy())
             return Prediction(model(x)[0, 0].float().cpu().numpy())
     finally:
         model.train(was_training)

@@ -128,6 +128,18 @@ def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None 
         parts.append(f"<h2>Error per depth</h2><figure><img src='{html.escape(name)}' alt='RMS per depth bin'>"
                      "<figcaption>RMS error per ground-truth depth bin (top) and the distribution of training "
                      "and evaluated depths (bottom), as paper 1 Fig. 8.</figcaption></figure>")
+    unc = res.get("uncertainty")
+    if unc:
+        src = html.escape(str(res.get("settings", {}).get("uncertainty", "")))
+        parts.append(f"<h2>Uncertainty</h2><p>σ from the {src}: mean per-image Spearman correlation of σ with "
+                     f"|error| {unc['spearman_std_err']:.2f}; AUSE ratio (1 = random order, 0 = oracle) "
+                     f"{unc['ause_ratio']:.2f} per image, {unc['pooled_ause_ratio']:.2f} pooled.</p>")
+        if "sparsification" in figs and (eval_dir / figs["sparsification"]).is_file():
+            name = _place(eval_dir / figs["sparsification"], out_dir, used)
+            parts.append(f"<figure><img src='{html.escape(name)}' alt='sparsification curves'><figcaption>Sparsification: "
+                         "mean absolute error of the pixels kept after removing the most uncertain ones, "
+                         "against the oracle (removing the largest true errors first) and a random order."
+                         "</figcaption></figure>")
     if "grid" in figs and (eval_dir / figs["grid"]).is_file():
         name = _place(eval_dir / figs["grid"], out_dir, used)
         parts.append(f"<h2>Examples</h2><figure><img src='{html.escape(name)}' alt='qualitative grid'>"

@@ -1,4 +1,4 @@
-"""Training: ``rig train --config configs/train/X.yaml [--resume] [--out DIR]``.
+"""Training: the loop behind ``rig train --config configs/train/X.yaml [--resume] [--out DIR]``.
 
 Paper 1's recipe: random 224x224 crops + horizontal flips (nothing that changes the blur), L1 loss
 on pixels with ground truth, Adam. One checkpoint per epoch (``last.pt``, written atomically, with
@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
@@ -28,8 +28,6 @@ import yaml
 from rig.core.config import Spec, _f, _i, _s, _validate, read_yaml  # the rig config schema machinery
 from rig.core.errors import ConfigError, RigError
 
-if TYPE_CHECKING:
-    import argparse  # cmd_train's annotation only
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CONFIG_DIR = REPO_ROOT / "configs" / "train"
@@ -462,27 +460,6 @@ def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False, quiet: b
 
         dist.destroy_process_group()
     return summary
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.data:
-        overrides["data.root"] = args.data
-    if args.epochs is not None:
-        overrides["train.epochs"] = args.epochs
-    if args.threads is not None:
-        overrides["train.threads"] = args.threads
-    cfg = load_train_config(args.config, overrides)
-    out = Path(args.out) if args.out else REPO_ROOT / "runs" / cfg.name
-    summary = run_training(cfg, out, resume=args.resume, quiet=args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
-        b = summary["best"]
-        if "rel" in b:
-            print(f"done: {summary['epoch']} epochs in {out}; best val (epoch {b['epoch']}): rel {b['rel']:.3f} "
-                  f"rms {b['rms']:.3f} m δ1 {b['delta1'] * 100:.1f}%  -> {out / 'best.pt'}")
-        else:
-            print(f"done: {summary['epoch']} epochs in {out}")
-    return 0
 
 
 def ship_model(best_path: str | Path, out_path: str | Path, note: str = "") -> Path:

@@ -6,6 +6,7 @@ Handlers import torch and the stage modules lazily so ``rig --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -16,10 +17,27 @@ if TYPE_CHECKING:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``rig train``: the handler lives with the training loop (inference/train.py)."""
-    from inference.train import cmd_train as train
+    """``rig train``: load the config with the command-line overrides and run the training loop."""
+    from inference.train import REPO_ROOT, load_train_config, run_training
 
-    return train(args)
+    overrides: dict[str, Any] = {}
+    if args.data:
+        overrides["data.root"] = args.data
+    if args.epochs is not None:
+        overrides["train.epochs"] = args.epochs
+    if args.threads is not None:
+        overrides["train.threads"] = args.threads
+    cfg = load_train_config(args.config, overrides)
+    out = Path(args.out) if args.out else REPO_ROOT / "runs" / cfg.name
+    summary = run_training(cfg, out, resume=args.resume, quiet=args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        b = summary["best"]
+        if "rel" in b:
+            print(f"done: {summary['epoch']} epochs in {out}; best val (epoch {b['epoch']}): rel {b['rel']:.3f} "
+                  f"rms {b['rms']:.3f} m δ1 {b['delta1'] * 100:.1f}%  -> {out / 'best.pt'}")
+        else:
+            print(f"done: {summary['epoch']} epochs in {out}")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -101,6 +119,11 @@ def print_metrics(result: dict[str, Any]) -> None:
     m = result["metrics"]
     t.add_row(*[f"{m[k] * 100:.1f}%" if k.startswith("delta") else f"{m[k]:.3f}" for k in METRIC_NAMES])
     Console().print(t)
+    u = result.get("uncertainty")
+    if u:
+        print(f"uncertainty ({result['settings'].get('uncertainty')}): Spearman(σ, |error|) "
+              f"{u['spearman_std_err']:.2f} per image; AUSE ratio {u['ause_ratio']:.2f} per image, "
+              f"{u['pooled_ause_ratio']:.2f} pooled (1 = random order, 0 = oracle)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
