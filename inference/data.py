@@ -225,7 +225,8 @@ def batches_per_epoch(n_images: int, crops_per_image: int, batch_size: int, worl
 
 
 def write_synthetic_dataset(root: Path, n: int = 6, size_hw: tuple[int, int] = (48, 64), seed: int = 0,
-                            splits: Sequence[str] = ("train",), start: str = "2020-01-01T10:00:00") -> Path:
+                            splits: Sequence[str] = ("train",), start: str = "2020-01-01T10:00:00",
+                            spacing_s: float = 30.0) -> Path:
     """A tiny learnable dataset in the rig.core.dataset layout (tests, smoke runs).
 
     Each sample is a tilted depth plane (1-4 m) with a random texture whose brightness and blur grow
@@ -248,7 +249,7 @@ def write_synthetic_dataset(root: Path, n: int = 6, size_hw: tuple[int, int] = (
             blurred = cv2.GaussianBlur(sharp, (0, 0), 1.2)
             far = ((depth - 1.0) / 3.0)[..., None]
             defocused = far * blurred + (1 - far) * sharp
-            sid = (t0 + _dt.timedelta(seconds=30 * k)).isoformat(timespec="microseconds")
+            sid = (t0 + _dt.timedelta(seconds=spacing_s * k)).isoformat(timespec="microseconds")
             k += 1
             rds.write_sample(root, split, rds.Sample(
                 sid, (defocused * 255).astype(np.uint8), (sharp * 255).astype(np.uint8), depth,

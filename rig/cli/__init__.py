@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Sequence
 
 from rig import __version__
-from rig.cli import acquisition, blur, compare, deploy, foundation, inference, registration
+from rig.cli import acquisition, blur, compare, deploy, foundation, inference, registration, study
 from rig.cli.base import _Parser, add_group
 from rig.core.errors import RigError
 
@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     acquisition,   # devices, capture, sessions
     registration,  # calibrate, register, build-dataset, import-dfd
     inference,     # train, eval, predict, report
+    study,         # depth-study run/table/ship, import-nyu
     compare,       # baseline, finetune-diw, diw-pairs, diw-eval, compare
     blur,          # camind-experiment (and `rig calibrate blur`, added by registration)
     deploy,        # export, live, replay

@@ -1,0 +1,303 @@
+"""Depth-quality recipes: train one recipe on one cross-validation fold (or on all data), evaluate
+the held-out fold, and tabulate folds as mean ± sd (``rig depth-study``).
+
+A recipe fixes the network, the loss and the share of the step budget spent pretraining on
+synthetic defocus (:mod:`inference.pretrain`) before finetuning on the real images. The budget is
+a number of Adam steps (batch ``batch``, random ``crop_px`` crops + horizontal flips); the learning
+rate follows a cosine per phase (finetuning starts at 0.6x). Checkpoints (``last.pt``) are written
+atomically every ``ckpt_every`` steps, so a killed run resumes where it stopped.
+
+Folds come from :func:`inference.cv.time_folds`: contiguous time chunks, with every training
+capture within 120 s of a held-out one purged. Nothing of a held-out fold (neither its defocused
+nor its all-in-focus image) reaches the pretraining pool.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rig.core.errors import RigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """arch: registry name; loss: 'l1' (depth, m) or 'log_laplace' (log-depth L1 + Laplace NLL of the
+    σ head); pretrain_fraction: share of the steps on synthetic renders; blur_cue: dfdnet's
+    in-network Zhuo defocus cue."""
+
+    name: str
+    arch: str
+    loss: str
+    pretrain_fraction: float = 0.0
+    blur_cue: bool = False
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("lite_l1", "d3net-lite", "l1"),                      # the shipped recipe before this study
+    Recipe("dfd_log", "dfdnet", "log_laplace"),
+    Recipe("dfd_log_pre", "dfdnet", "log_laplace", 0.5),
+    Recipe("dfd_log_pre_cue", "dfdnet", "log_laplace", 0.5, True),
+    Recipe("dfd_log_cue", "dfdnet", "log_laplace", 0.0, True),
+)}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Steps of batch ``batch`` with square crops of ``crop_px``; Adam learning rate ``lr``."""
+
+    steps: int
+    batch: int = 8
+    crop_px: int = 192
+    lr: float = 5e-4
+    seed: int = 0
+    synth_per_image: int = 4
+    procedural: int = 60
+    ckpt_every: int = 200
+
+
+@dataclass
+class Images:
+    """Real samples in memory: input RGB, all-in-focus RGB (uint8 (H, W, 3)), depth_m, valid (bool)."""
+
+    ids: list[str]
+    rgb: list[np.ndarray]
+    aif: list[np.ndarray]
+    depth_m: list[np.ndarray]
+    valid: list[np.ndarray]
+
+
+def load_images(root: Path, split: str, ids: Sequence[str], input_kind: str) -> Images:
+    """Read samples of the rig.core.dataset layout; ``input_kind`` 'N2_8' or 'N8' is the network input."""
+    from rig.core import dataset as rds
+
+    out = Images([], [], [], [], [])
+    for sid in ids:
+        s = rds.read_sample(root, split, sid, kinds=("N2_8", "N8", "depth", "valid"))
+        rgb = s.defocused_rgb if input_kind == "N2_8" else s.all_in_focus_rgb
+        if rgb is None or s.all_in_focus_rgb is None:
+            raise RigError(f"{root}/{split}: sample {sid} lacks its N2_8 or N8 image")
+        out.ids.append(sid)
+        out.rgb.append(rgb)
+        out.aif.append(s.all_in_focus_rgb)
+        out.depth_m.append(s.depth_m.astype(np.float32))
+        out.valid.append((s.valid > 0) & (s.depth_m > 0))
+    return out
+
+
+def random_batch(rgbs: Sequence[np.ndarray], depths: Sequence[np.ndarray], valids: Sequence[np.ndarray],
+                 rng: np.random.Generator, batch: int, crop_px: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rgb (B, 3, c, c) float32 [0, 1], depth (B, 1, c, c) m, valid (B, 1, c, c) bool): random
+    crops of random images, mirrored with probability 1/2 (nothing that changes the blur)."""
+    xs, ys, vs = [], [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(rgbs)))
+        h, w = depths[i].shape
+        t, left = int(rng.integers(0, h - crop_px + 1)), int(rng.integers(0, w - crop_px + 1))
+        sl = (slice(t, t + crop_px), slice(left, left + crop_px))
+        r, d, v = rgbs[i][sl], depths[i][sl], valids[i][sl]
+        if rng.random() < 0.5:
+            r, d, v = r[:, ::-1], d[:, ::-1], v[:, ::-1]
+        xs.append(np.ascontiguousarray(r.transpose(2, 0, 1), np.float32) / 255.0)
+        ys.append(np.ascontiguousarray(d[None], np.float32))
+        vs.append(np.ascontiguousarray(v[None]))
+    return np.stack(xs), np.stack(ys), np.stack(vs)
+
+
+def lr_at(step: int, pretrain_steps: int, total_steps: int, lr: float) -> float:
+    """Cosine per phase; the finetuning phase (after pretraining) starts at 0.6·lr."""
+    pre = step < pretrain_steps
+    p0, p1 = (0, pretrain_steps) if pre else (pretrain_steps, total_steps)
+    lr0 = lr if pre or pretrain_steps == 0 else 0.6 * lr
+    return lr0 * 0.5 * (1 + math.cos(math.pi * (step - p0) / max(1, p1 - p0)))
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    from rig.core.imageio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def synth_pool_for(train: Images, input_kind: str, budget: Budget, rig_config: str = "nikon_d200_xtion"):
+    """The pretraining pool of a fold: scaled-depth renders of its training f/8 images + procedural
+    scenes, through the rig's defocused (input N2_8) or all-in-focus (input N8) lens."""
+    from inference.pretrain import SynthPool, procedural_renders, scaled_depth_renders
+    from rig.core.config import load_rig_config
+
+    cfg = load_rig_config(rig_config)
+    lens = cfg.lens("defocused" if input_kind == "N2_8" else "all_in_focus")
+    kw = dict(psf=cfg.blur.psf, rho=cfg.blur.rho, max_step_px=cfg.blur.max_layer_step_px)
+    a = scaled_depth_renders(train.aif, train.depth_m, lens, per_image=budget.synth_per_image,
+                             seed=budget.seed, **kw)
+    h, w = train.depth_m[0].shape
+    b = procedural_renders(budget.procedural, (w, h), lens, seed=budget.seed, **kw)
+    return SynthPool(a.rgb + b.rgb, a.depth_m + b.depth_m, a.scale + b.scale)
+
+
+def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str, out_dir: Path,
+                 log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
+    """Train (resuming from ``out_dir/last.pt``); returns (model in eval mode, meta record)."""
+    import torch
+
+    from inference.losses import log_l1_laplace_loss, masked_l1
+    from inference.model import build_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    alld = np.concatenate([d[v] for d, v in zip(train.depth_m, train.valid)])
+    scale_m = float(np.exp(np.mean(np.log(alld)))) if recipe.loss == "log_laplace" else float(alld.mean())
+    torch.manual_seed(budget.seed)
+    kwargs: dict[str, Any] = {"blur_cue": recipe.blur_cue} if recipe.arch == "dfdnet" else {}
+    model = build_model(recipe.arch, depth_scale_m=scale_m, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=budget.lr)
+    pre_steps = int(round(recipe.pretrain_fraction * budget.steps))
+    step, losses, seconds = 0, [], 0.0
+    ck = out_dir / "last.pt"
+    if ck.exists():
+        st = torch.load(ck, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, losses, seconds = int(st["step"]), list(st["losses"]), float(st["seconds"])
+        log(f"resumed at step {step}")
+    pool = None
+    if pre_steps > step:
+        t0 = time.perf_counter()
+        pool = synth_pool_for(train, input_kind, budget)
+        log(f"pretraining pool: {len(pool)} synthetic images ({time.perf_counter() - t0:.0f} s)")
+        pool_valid = [np.ones_like(d, bool) for d in pool.depth_m]
+    t_mark = time.perf_counter()
+    while step < budget.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, pre_steps, budget.steps, budget.lr)
+        rng = np.random.default_rng([budget.seed, step])
+        if step < pre_steps:
+            x, y, v = random_batch(pool.rgb, pool.depth_m, pool_valid, rng, budget.batch, budget.crop_px)  # type: ignore[union-attr]
+        else:
+            x, y, v = random_batch(train.rgb, train.depth_m, train.valid, rng, budget.batch, budget.crop_px)
+        x, y, v = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(v)
+        model.train()
+        if recipe.loss == "log_laplace":
+            mu, log_b = model.forward_dist(x)
+            l1, nll = log_l1_laplace_loss(mu, log_b, y, v)
+            loss = l1 + 0.1 * nll
+        else:
+            l1 = loss = masked_l1(model(x), y, v)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        losses.append(float(l1.detach()))
+        if step % budget.ckpt_every == 0 or step == budget.steps:
+            seconds += time.perf_counter() - t_mark
+            t_mark = time.perf_counter()
+            _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                                "losses": losses, "seconds": seconds}, ck)
+            log(f"step {step}/{budget.steps}: loss {np.mean(losses[-budget.ckpt_every:]):.4f} "
+                f"({seconds / step:.2f} s/step)")
+    model.eval()
+    meta = {"arch": recipe.arch, "model_kwargs": kwargs, "recipe": asdict(recipe), "budget": asdict(budget),
+            "input": input_kind, "depth_scale_m": scale_m, "image_size_px": [int(train.depth_m[0].shape[1]),
+                                                                               int(train.depth_m[0].shape[0])],
+            "pretrain_steps": pre_steps, "train_ids": list(train.ids), "train_seconds": seconds,
+            "final_train_loss": float(np.mean(losses[-200:])) if losses else None}
+    return model, meta
+
+
+def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int = 8) -> dict[str, Any]:
+    """Mean depth metrics over images plus the uncertainty figures (aleatoric σ for dfdnet, MC-dropout
+    with ``mc_samples`` otherwise): per-image Spearman(σ, |err|), per-image and pooled AUSE ratio."""
+    from inference.cv import ause, spearman
+    from inference.metrics import depth_metrics, mean_metrics
+    from inference.predict import predict_image
+
+    per, errs, sigs, rhos, ratios = [], [], [], [], []
+    for rgb, d, v in zip(images.rgb, images.depth_m, images.valid):
+        if hasattr(model, "forward_dist"):
+            p = predict_image(model, rgb, flip_tta=flip_tta)
+            depth, std = p.depth_m, p.std_m
+        else:
+            depth = predict_image(model, rgb).depth_m
+            if flip_tta:
+                depth_f = predict_image(model, np.ascontiguousarray(rgb[:, ::-1])).depth_m[:, ::-1]
+                depth = np.exp(0.5 * (np.log(depth) + np.log(depth_f)))
+            std = predict_image(model, rgb, mc_samples=mc_samples).std_m
+        per.append(depth_metrics(depth, d, v))
+        m = v & (d > 0)
+        e = np.abs(depth[m] - d[m])
+        errs.append(e)
+        sigs.append(std[m])
+        rhos.append(spearman(std[m], e))
+        ratios.append(ause(e, std[m])["ause_ratio"])
+    mm = mean_metrics(per)
+    return {**{k: float(x) for k, x in mm.items()}, "ause_ratio": float(np.nanmean(ratios)),
+            "ause_ratio_pooled": ause(np.concatenate(errs), np.concatenate(sigs))["ause_ratio"],
+            "spearman": float(np.nanmean(rhos)), "per_image_rel": [float(p["rel"]) for p in per],
+            "ids": list(images.ids)}
+
+
+def run_fold(root: Path, recipe: Recipe, budget: Budget, fold: int | None, k: int, input_kind: str,
+             out_dir: Path, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Train ``recipe`` on fold ``fold``'s training ids (all ids when None), evaluate the held-out
+    ids (plain and flip TTA), write ``model.pt`` and ``result.json`` into ``out_dir``; returns the result."""
+    import torch
+
+    from inference.cv import min_gap_s, time_folds
+    from rig.core import dataset as rds
+
+    ids = rds.list_samples(root, "train")
+    if not ids:
+        raise RigError(f"{root}: split 'train' has no samples")
+    if fold is None:
+        train_ids, held, info = list(ids), [], {"fold": "all"}
+    else:
+        if not 0 <= fold < k:
+            raise RigError(f"--fold must be in 0..{k - 1} (or 'all'), got {fold}")
+        f = time_folds(ids, k)[fold]
+        train_ids, held = list(f.train), list(f.held_out)
+        if not train_ids:
+            raise RigError(f"fold {fold} of {k}: no training capture is more than 120 s from the held-out ones")
+        info = {"fold": f.index, "k": k, "n_train": len(f.train), "n_held": len(f.held_out),
+                "n_purged": len(f.purged), "min_gap_s": min_gap_s(f)}
+    model, meta = train_recipe(recipe, budget, load_images(root, "train", train_ids, input_kind), input_kind,
+                               out_dir, log)
+    meta.update(info)
+    meta["val_ids"] = held
+    result: dict[str, Any] = {"meta": meta}
+    if held:
+        hi = load_images(root, "train", held, input_kind)
+        result["eval"] = {"plain": evaluate_images(model, hi, False), "flip": evaluate_images(model, hi, True)}
+    with torch.no_grad():
+        _atomic_torch_save({"arch": recipe.arch, "state_dict": model.state_dict(), "meta": meta}, out_dir / "model.pt")
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def ablation_rows(study_dir: Path, keys: Sequence[str] = ("rel", "rms", "delta1", "ause_ratio", "spearman")
+                  ) -> list[dict[str, Any]]:
+    """One row per (recipe, TTA) of ``study_dir/<recipe>/f<k>/result.json``: mean ± sd over folds."""
+    rows = []
+    for rdir in sorted(p for p in Path(study_dir).iterdir() if p.is_dir()):
+        results = [json.loads(f.read_text()) for f in sorted(rdir.glob("f*/result.json"))]
+        results = [r for r in results if "eval" in r]
+        if not results:
+            continue
+        for tta in ("plain", "flip"):
+            row: dict[str, Any] = {"recipe": rdir.name, "tta": tta, "folds": [r["meta"]["fold"] for r in results]}
+            for key in keys:
+                vals = np.array([r["eval"][tta][key] for r in results], float)
+                row[key] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"))
+            row["steps"] = results[0]["meta"]["budget"]["steps"] if "budget" in results[0]["meta"] else \
+                results[0]["meta"].get("steps")
+            rows.append(row)
+    return rows

@@ -1,0 +1,143 @@
+"""Depth-quality study and pretraining data: ``rig depth-study run|table|ship``, ``rig import-nyu``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from rig.cli.base import add_group
+from rig.core.errors import RigError
+
+
+def _positive_int(name: str, v: int, hi: int) -> int:
+    if not 1 <= v <= hi:
+        raise RigError(f"--{name}: must be in 1..{hi}, got {v}")
+    return v
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.recipe import RECIPES, Budget, run_fold
+
+    root = Path(args.data)
+    if not (root / "train").is_dir():
+        raise RigError(f"--data {root}: not a dataset folder (no train/; make one with `rig import-dfd`)")
+    if args.recipe not in RECIPES:
+        raise RigError(f"--recipe: one of {', '.join(RECIPES)}, got {args.recipe!r}")
+    fold = None if args.fold == "all" else int(args.fold) if args.fold.isdigit() else None
+    if fold is None and args.fold != "all":
+        raise RigError(f"--fold: a fold number or 'all', got {args.fold!r}")
+    _positive_int("steps", args.steps, 10**7)
+    _positive_int("k", args.k, 100)
+    _positive_int("threads", args.threads, 1024)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise RigError(f"--lr: must be a positive number, got {args.lr}")
+    torch.set_num_threads(args.threads)
+    budget = Budget(steps=args.steps, batch=args.batch, crop_px=args.crop, lr=args.lr, seed=args.seed,
+                    synth_per_image=args.synth_per_image, procedural=args.procedural)
+    out = Path(args.out)
+    if (out / "result.json").exists():
+        print(f"{out}: already done (result.json); remove it to run again")
+        return 0
+    res = run_fold(root, RECIPES[args.recipe], budget, fold, args.k, args.input, out, log=print)
+    ev = res.get("eval", {}).get("plain")
+    if ev:
+        print(f"held-out fold {fold}: rel {ev['rel']:.3f} rms {ev['rms']:.3f} m δ1 {ev['delta1'] * 100:.1f}% "
+              f"AUSE ratio {ev['ause_ratio']:.2f} Spearman {ev['spearman']:.2f}")
+    print(f"model: {out / 'model.pt'}")
+    return 0
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    m, s = v
+    if pct:
+        return f"{m * 100:.1f} ± {s * 100:.1f} %" if math.isfinite(s) else f"{m * 100:.1f} %"
+    return f"{m:.3f} ± {s:.3f}" if math.isfinite(s) else f"{m:.3f}"
+
+
+def cmd_study_table(args: argparse.Namespace) -> int:
+    from inference.recipe import ablation_rows
+
+    d = Path(args.study_dir)
+    if not d.is_dir():
+        raise RigError(f"{d}: no such folder")
+    rows = ablation_rows(d)
+    if not rows:
+        raise RigError(f"{d}: no finished folds (<recipe>/f<k>/result.json)")
+    print("| recipe | TTA | folds | rel | rms (m) | δ1 | AUSE ratio | Spearman(σ, abs err) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['tta']} | {len(r['folds'])} | {_fmt(r['rel'])} | {_fmt(r['rms'])} | "
+              f"{_fmt(r['delta1'], True)} | {_fmt(r['ause_ratio'])} | {_fmt(r['spearman'])} |")
+    return 0
+
+
+def cmd_study_ship(args: argparse.Namespace) -> int:
+    from inference.model import export_fp16, load_model
+
+    loaded = load_model(args.run)
+    meta = {**loaded.meta, "shipped_from": str(args.run)}
+    if args.flip_tta:
+        meta["flip_tta"] = True
+    out = export_fp16(loaded.model, Path(args.out), meta)
+    print(f"wrote {out} ({loaded.arch}, input {meta.get('input')})")
+    return 0
+
+
+def cmd_import_nyu(args: argparse.Namespace) -> int:
+    from registration.nyu_import import import_nyu
+
+    for name in ("mat", "splits"):
+        p = Path(getattr(args, name))
+        if not p.is_file():
+            raise RigError(f"{p}: no such file")
+    counts = import_nyu(Path(args.mat), Path(args.splits), Path(args.out), limit=args.limit)
+    print(f"wrote {counts.get('train', 0)} train / {counts.get('test', 0)} test NYUv2 samples under {args.out}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    g = add_group(sub, "depth-study", "cross-validated depth-quality recipes: train a fold, tabulate, ship")
+    p = g.add_parser("run", help="train one recipe on one time fold (or all data) and score the held-out fold",
+                     description="Train a recipe for a fixed number of Adam steps on the training ids of one "
+                     "time fold (contiguous chunks; captures within 120 s of a held-out one are purged) or on "
+                     "everything (--fold all), then score the held-out fold with and without flip TTA. "
+                     "Resumable: run the same command again after an interruption.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder (e.g. from `rig import-dfd`)")
+    p.add_argument("--recipe", required=True, help="lite_l1, dfd_log, dfd_log_pre, dfd_log_pre_cue, dfd_log_cue")
+    p.add_argument("--fold", required=True, help="fold number (0..k-1) or 'all'")
+    p.add_argument("--k", type=int, default=3, help="number of time folds")
+    p.add_argument("--input", default="N2_8", choices=("N2_8", "N8"), help="network input")
+    p.add_argument("--steps", type=int, required=True, help="Adam steps (the budget)")
+    p.add_argument("--batch", type=int, default=8, help="batch size")
+    p.add_argument("--crop", type=int, default=192, help="square crop size (px)")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--synth-per-image", type=int, default=4, help="scaled-depth renders per training image")
+    p.add_argument("--procedural", type=int, default=60, help="procedural scenes in the pretraining pool")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="run folder (last.pt, model.pt, result.json)")
+    p.set_defaults(func=cmd_study_run)
+    p = g.add_parser("table", help="the ablation table (mean ± sd over folds) of a study folder",
+                     description="Markdown table over STUDY_DIR/<recipe>/f<k>/result.json: mean ± sd over folds.")
+    p.add_argument("study_dir", help="folder holding <recipe>/f<k>/ runs")
+    p.set_defaults(func=cmd_study_table)
+    p = g.add_parser("ship", help="write a run's model.pt as a shipped fp16 model file",
+                     description="Export a `depth-study run` model as models/<name>.pt (fp16, with its metadata).")
+    p.add_argument("run", help="model.pt of a run (or its folder)")
+    p.add_argument("--out", required=True, help="models/<name>.pt")
+    p.add_argument("--flip-tta", action="store_true", help="record that predictions average the mirror image")
+    p.set_defaults(func=cmd_study_ship)
+
+    p = sub.add_parser("import-nyu", help="write the NYUv2 labelled set in the dataset layout (train/test)",
+                       description="Read nyu_depth_v2_labeled.mat and splits.mat and write OUT/train and OUT/test "
+                       "(N8 = RGB, depth, valid), cropped to 561x427, for the nyuv2_* training presets.")
+    p.add_argument("mat", help="nyu_depth_v2_labeled.mat")
+    p.add_argument("--splits", required=True, help="splits.mat (official 795/654 split)")
+    p.add_argument("--out", default="out/nyuv2", help="dataset folder to write (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="at most this many images per split")
+    p.set_defaults(func=cmd_import_nyu)

@@ -1,0 +1,103 @@
+"""Depth-study recipes: synthetic pretraining pools, one fold end to end (tiny), resume, table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from inference.data import write_synthetic_dataset
+from inference.pretrain import RenderJitter, procedural_renders, scaled_depth_renders
+from inference.recipe import RECIPES, Budget, ablation_rows, load_images, lr_at, run_fold
+from rig.cli import main
+from rig.core.config import load_rig_config
+
+
+def _lens():
+    cfg = load_rig_config("nikon_d200_xtion")
+    return cfg, cfg.lens("defocused")
+
+
+def test_scaled_depth_renders_label_the_scaled_depth_and_blur_follows_it():
+    cfg, lens = _lens()
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
+    depth = np.full((40, 60), 1.0, np.float32)
+    pool = scaled_depth_renders([rgb], [depth], lens, cfg.blur.psf, cfg.blur.rho, cfg.blur.max_layer_step_px,
+                                per_image=6, seed=1, jitter=RenderJitter((0.5, 4.0), 0.0, 0.0))
+    assert len(pool) == 6
+    for img, d, s in zip(pool.rgb, pool.depth_m, pool.scale):
+        np.testing.assert_allclose(d, np.clip(depth * s, 0.3, 12.0))
+        assert img.shape == rgb.shape and img.dtype == np.uint8
+    # renders nearer the focus distance (1.687 m) are sharper: more high-frequency energy left
+    def detail(im):
+        g = im.astype(np.float32).mean(2)
+        return float(np.abs(np.diff(g, axis=1)).mean())
+    dist = [abs(1 / (s * 1.0) - 1 / lens.focus_m) for s in pool.scale]
+    order = np.argsort(dist)
+    assert detail(pool.rgb[order[0]]) > detail(pool.rgb[order[-1]])
+
+
+def test_procedural_renders_are_deterministic():
+    cfg, lens = _lens()
+    a = procedural_renders(2, (64, 48), lens, cfg.blur.psf, cfg.blur.rho, cfg.blur.max_layer_step_px, seed=3)
+    b = procedural_renders(2, (64, 48), lens, cfg.blur.psf, cfg.blur.rho, cfg.blur.max_layer_step_px, seed=3)
+    assert len(a) == 2 and all(np.array_equal(x, y) for x, y in zip(a.rgb, b.rgb))
+
+
+def test_lr_schedule_phases():
+    assert lr_at(0, 10, 20, 1.0) == pytest.approx(1.0)
+    assert lr_at(10, 10, 20, 1.0) == pytest.approx(0.6)  # finetuning restarts lower
+    assert lr_at(0, 0, 20, 1.0) == pytest.approx(1.0)
+    assert lr_at(19, 0, 20, 1.0) < 0.01
+
+
+@pytest.mark.slow
+def test_run_fold_end_to_end_resume_and_table(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    budget = Budget(steps=4, batch=2, crop_px=32, synth_per_image=1, procedural=1, ckpt_every=2)
+    out = tmp_path / "study" / "dfd_log_pre" / "f1"
+    res = run_fold(root, RECIPES["dfd_log_pre"], budget, 1, 3, "N2_8", out)
+    meta = res["meta"]
+    assert not set(meta["train_ids"]) & set(meta["val_ids"]) and meta["val_ids"]
+    assert meta["pretrain_steps"] == 2
+    for tta in ("plain", "flip"):
+        ev = res["eval"][tta]
+        assert np.isfinite(ev["rel"]) and 0 <= ev["delta1"] <= 1 and np.isfinite(ev["ause_ratio"])
+    assert json.loads((out / "result.json").read_text())["meta"]["fold"] == 1
+    # the checkpoint resumes: a run with a larger budget continues from step 4
+    st_steps = []
+    run_fold(root, RECIPES["dfd_log_pre"], Budget(steps=6, batch=2, crop_px=32, synth_per_image=1,
+                                                   procedural=1, ckpt_every=2), 1, 3, "N2_8", out,
+             log=st_steps.append)
+    assert any("resumed at step 4" in s for s in st_steps)
+    rows = ablation_rows(tmp_path / "study")
+    assert {r["tta"] for r in rows} == {"plain", "flip"} and rows[0]["recipe"] == "dfd_log_pre"
+    # the CLI tabulates and ships the run; the shipped file predicts with a σ
+    assert main(["depth-study", "table", str(tmp_path / "study")]) == 0
+    assert main(["depth-study", "ship", str(out / "model.pt"), "--out", str(tmp_path / "m.pt")]) == 0
+    from inference.model import load_model
+    from inference.predict import predict_image
+
+    loaded = load_model(tmp_path / "m.pt")
+    imgs = load_images(root, "train", meta["val_ids"][:1], "N2_8")
+    p = predict_image(loaded.model, imgs.rgb[0])
+    assert p.std_m is not None and p.std_m.shape == p.depth_m.shape and (p.std_m > 0).all()
+
+
+def test_cli_rejects_bad_study_input(tmp_path, capsys):
+    assert main(["depth-study", "run", "--data", str(tmp_path), "--recipe", "dfd_log", "--fold", "0",
+                 "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    root = write_synthetic_dataset(tmp_path / "ds", n=6)
+    assert main(["depth-study", "run", "--data", str(root), "--recipe", "nope", "--fold", "0",
+                 "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    assert main(["depth-study", "run", "--data", str(root), "--recipe", "dfd_log", "--fold", "x",
+                 "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    assert main(["depth-study", "run", "--data", str(root), "--recipe", "dfd_log", "--fold", "0",
+                 "--steps", "1", "--lr", "nan", "--out", str(tmp_path / "o")]) == 2
+    # every other capture within 120 s of the held-out fold: nothing left to train on
+    assert main(["depth-study", "run", "--data", str(root), "--recipe", "dfd_log", "--fold", "0",
+                 "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("rig: error:") == 5
