@@ -300,15 +300,19 @@ def compose_view(result: Result, depth_range_m: tuple[float, float], std_max_m: 
     return view
 
 
-def encode_png(image: np.ndarray, fast: bool = True) -> bytes:
+def encode_png(image: np.ndarray, fast: bool = True, stored: bool = False) -> bytes:
     """PNG bytes of an RGB uint8 or grey uint16 image. ``fast``: zlib level 1 with the SUB filter
     (RGB: Huffman-only) — about half the CPU of OpenCV's default at a similar size (645x432: RGB
-    ~9 ms / ~300 kB, depth ~5 ms / ~130 kB), which leaves the cores to inference in the live loop."""
+    ~9 ms / ~300 kB, depth ~5 ms / ~150 kB), which leaves the cores to inference in the live loop.
+    ``stored``: zlib level 0, no filter — still lossless, a tenth of that CPU (depth ~0.5 ms) for
+    ~3.7x the bytes (545 kB)."""
     import cv2
 
     arr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    if fast:
+    if stored:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    elif fast:
         params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
         if image.ndim == 3:
             params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
@@ -349,13 +353,9 @@ def _utc_now() -> str:
 
 def _append_line(path: Path, entry: dict[str, Any]) -> None:
     """One JSON line in a single write + fsync (a torn last line is skipped by the readers)."""
-    data = (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from inference.live_sync import append_lines
+
+    append_lines(path, [entry])
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -379,12 +379,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class LiveRecorder:
-    """Writes a live run into ``session_dir/live/`` (see the module docstring for the layout)."""
+    """Writes a live run into ``session_dir/live/`` (see the module docstring for the layout).
 
-    def __init__(self, session_dir: Path, run_info: dict[str, Any]) -> None:
+    Every journal line is written after the files it names are durable (``self.journal``, a
+    :class:`inference.live_sync.DurableJournal`): one fsync per file and line by default, in
+    batches from a background thread while a :class:`LiveLoop` runs (``batch_sync``).
+    stored_depth_png: depth / σ PNGs without compression (lossless; CPU left to inference).
+    """
+
+    def __init__(self, session_dir: Path, run_info: dict[str, Any], batch_sync: bool = False,
+                 stored_depth_png: bool = True) -> None:
         import yaml
 
+        from inference.live_sync import DurableJournal
         from rig.core.imageio import atomic_write_bytes
+
+        self.journal = DurableJournal(batch=batch_sync)
+        self.stored_depth_png = stored_depth_png
 
         self.root = Path(session_dir) / LIVE_DIR
         for sub in ("input", "depth", "view"):
@@ -397,48 +408,51 @@ class LiveRecorder:
         (self.root / RESULTS_JOURNAL).touch()
 
     def record_frame(self, frame: Frame) -> None:
-        from rig.core.imageio import atomic_write_bytes
-
         stem = FRAME_NAME.format(frame.index)
         rel = f"input/{stem}.png"
         lossless_original = (frame.original is not None and frame.original_suffix == ".png"
                              and not frame.meta.get("resized", True))
         # a lossless source file that needed no resizing IS the model input: written as is
-        atomic_write_bytes(self.root / rel, frame.original if lossless_original else encode_png(frame.rgb))
+        files = [self.root / rel]
+        self.journal.write_file(files[0], frame.original if lossless_original else encode_png(frame.rgb))
         entry: dict[str, Any] = {"index": frame.index, "file": rel, "source": frame.name, "t_wall": frame.t_wall,
                                  "t_monotonic_s": round(frame.t_monotonic_s, 6), "capture_s": round(frame.capture_s, 6),
                                  "size_px": [int(frame.rgb.shape[1]), int(frame.rgb.shape[0])]}
         if frame.original is not None and not lossless_original:
             orig = f"original/{stem}{frame.original_suffix}"
-            atomic_write_bytes(self.root / orig, frame.original)
+            (self.root / "original").mkdir(exist_ok=True)
+            files.append(self.root / orig)
+            self.journal.write_file(files[-1], frame.original)
             entry["original"] = orig
         meta = {k: v for k, v in frame.meta.items() if k != "resized"}
         if meta:
             entry["meta"] = meta
-        _append_line(self.root / FRAMES_JOURNAL, entry)
+        self.journal.commit(self.root / FRAMES_JOURNAL, entry, files)
 
     def record_result(self, result: Result, view: np.ndarray, latency_s: float) -> None:
-        from rig.core.imageio import atomic_write_bytes
-
         stem = FRAME_NAME.format(result.frame.index)
         entry: dict[str, Any] = {"index": result.frame.index, "depth": f"depth/{stem}.png",
                                  "view": f"view/{stem}.jpg", "infer_s": round(result.infer_s, 6),
                                  "latency_s": round(latency_s, 6),
                                  "median_depth_m": round(float(np.median(result.depth_m[::4, ::4])), 4)}
-        atomic_write_bytes(self.root / entry["depth"], encode_png(depth_mm_u16(result.depth_m)))
+        files = [self.root / entry["depth"]]
+        self.journal.write_file(files[0], encode_png(depth_mm_u16(result.depth_m), stored=self.stored_depth_png))
         if result.std_m is not None:
             (self.root / "std").mkdir(exist_ok=True)
             entry["std"] = f"std/{stem}.png"
             entry["mean_std_m"] = round(float(result.std_m.mean()), 5)
-            atomic_write_bytes(self.root / entry["std"], encode_png(depth_mm_u16(result.std_m)))
-        atomic_write_bytes(self.root / entry["view"], encode_jpeg(view, 90))
-        _append_line(self.root / RESULTS_JOURNAL, entry)
+            files.append(self.root / entry["std"])
+            self.journal.write_file(files[-1], encode_png(depth_mm_u16(result.std_m), stored=self.stored_depth_png))
+        files.append(self.root / entry["view"])
+        self.journal.write_file(files[-1], encode_jpeg(view, 90))
+        self.journal.commit(self.root / RESULTS_JOURNAL, entry, files)
 
     def finish(self, summary: LiveSummary) -> None:
         import yaml
 
         from rig.core.imageio import atomic_write_bytes
 
+        self.journal.flush()
         self.info["finished"] = _utc_now()
         self.info["summary"] = summary.to_dict()
         atomic_write_bytes(self.root / LIVE_META, yaml.safe_dump(self.info, sort_keys=False).encode())
@@ -491,13 +505,15 @@ class LiveLoop:
     source: iterator of RGB arrays or :class:`SourceFrame`. infer: rgb (H, W, 3) uint8 -> (depth_m,
     std_m | None). size: (width, height) the frames are resized to. sinks: called by the output
     stage with (result, composite view). recorder: saves every captured frame and every result.
+    batch_sync: the recorder's fsyncs run in batches on a "sync" thread (off the inference, output
+    and record threads; journal lines still follow their files to disk), else one per file inline.
     """
 
     def __init__(self, source: Iterable[Any], infer: InferFn, *, size: tuple[int, int] = (645, 432),
                  sinks: Iterable[Sink] = (), recorder: LiveRecorder | None = None, queue_size: int = 2,
                  drop: bool = True, max_frames: int | None = None,
                  depth_range_m: tuple[float, float] = DEFAULT_DEPTH_RANGE_M, std_max_m: float = 0.5,
-                 record_queue: int = 64) -> None:
+                 record_queue: int = 64, batch_sync: bool = True) -> None:
         self.source = source
         self.infer = infer
         self.size = (int(size[0]), int(size[1]))
@@ -516,6 +532,9 @@ class LiveLoop:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self.stopped_by = "end of source"
+        self.batch_sync = batch_sync
+        self._writers_left = 0  # output + record stages still running (the sync stage waits for them)
+        self._writers_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # -- control ---------------------------------------------------------------------------------
@@ -614,6 +633,8 @@ class LiveLoop:
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
             self._drain(self.q_out)
+        finally:
+            self._writer_done()
 
     def _record(self) -> None:
         assert self.recorder is not None
@@ -629,6 +650,23 @@ class LiveLoop:
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
             self._drain(self.q_rec)
+        finally:
+            self._writer_done()
+
+    def _writer_done(self) -> None:
+        with self._writers_lock:
+            self._writers_left -= 1
+
+    def _writers_finished(self) -> bool:
+        with self._writers_lock:
+            return self._writers_left <= 0
+
+    def _sync(self) -> None:
+        assert self.recorder is not None
+        try:
+            self.recorder.journal.run(self._writers_finished)
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
 
     @staticmethod
     def _drain(q: StageQueue) -> None:
@@ -639,8 +677,13 @@ class LiveLoop:
     def start(self) -> None:
         targets: list[tuple[str, Callable[[], None]]] = [("capture", self._capture), ("infer", self._infer),
                                                          ("output", self._output)]
+        self._writers_left = 1
         if self.recorder is not None:
             targets.append(("record", self._record))
+            self._writers_left = 2
+            if self.batch_sync:
+                self.recorder.journal.batch = True
+                targets.append(("sync", self._sync))
         self._threads = [threading.Thread(target=fn, name=f"live-{name}", daemon=True) for name, fn in targets]
         self.stats = LiveStats()
         for t in self._threads:

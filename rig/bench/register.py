@@ -14,6 +14,7 @@ fills run, RMSE on the hidden pixels and the median time of each are reported.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +291,15 @@ def crack_pixels(depth_m: np.ndarray) -> int:
     return int(np.count_nonzero((known == 0) & (neighbours >= 6)))
 
 
+def register_summary(t_ours_s: list[float], t_rs_s: list[float], res: dict[str, Any]) -> dict[str, Any]:
+    """Issue 14's checkable figures: the median of the per-run speed ratios rs.align / ours (each
+    pair timed back to back on the same frame), our MAE and rs.align's (mm), the load average."""
+    pairs = [r / o for o, r in zip(t_ours_s, t_rs_s)]
+    return {"speed_over_rs_align": float(np.median(pairs)) if pairs else float("nan"),
+            "mae_mm": res["ours_mae_mm"], "rs_align_mae_mm": res.get("rs_align_mae_mm", float("nan")),
+            "runs": len(pairs), "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Reprojection accuracy + speed vs rs.align on the simulated rig's geometry.
 
@@ -367,6 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "common_ours_rmse_mm": avg(common, "ours_rmse"), "common_rs_rmse_mm": avg(common, "rs_rmse"),
             "speed_ratio_vs_rs_align": float(np.median(t_rs)) / float(np.median(t_ours)),
         })
+    res["summary"] = register_summary(t_ours, t_rs, res)
 
     def row(name: str, p: str) -> tuple[str, ...]:
         return (name, f"{res[p + 'time_ms']:.2f}", f"{res[p + 'cpu_ms']:.2f}", f"{res[p + 'mae_mm']:.2f}",
@@ -487,6 +498,9 @@ def run_fill(args: argparse.Namespace) -> dict[str, Any]:
         "ref_heldout_rmse_mm": float(np.mean([r["ref_heldout_rmse_mm"] for r in rows])),
         "fast_heldout_rmse_mm": float(np.mean([r["fast_heldout_rmse_mm"] for r in rows])),
     }
+    res["summary"] = {"worst_frame_speedup": res["min_speedup"], "median_speedup": res["median_speedup"],
+                      "worst_frame_cpu_speedup": res["min_cpu_speedup"], "frames": len(rows),
+                      "load_average_1min": round(os.getloadavg()[0], 2)}
     _print_table(f"hole filling (colorization): reference spsolve vs fast, median of {repeats}; "
                  f"median speedup {res['median_speedup']:.1f}x (CPU time {res['median_cpu_speedup']:.1f}x)",
                  [(r["frame"][-30:], r["pattern"], r["size"], f"{r['unknown_fraction']:.1%}",
