@@ -28,6 +28,8 @@ an empty captures.jsonl, raw/) with a ``live/`` sub-layout (:class:`LiveRecorder
     live/original/000000.*  the source's own file when it has one (a DSLR JPEG), else absent
     live/results.jsonl      one line per inferred frame: index, depth/std/view files, infer_s, latency_s
     live/depth/000000.png   depth, 16-bit PNG in millimetres (rig.core.imageio)
+    live/depth/camera_intrinsic.json  the DSLR at the output size, Open3D's format (with intrinsics)
+    live/ply/000000.ply     coloured point cloud in metres (with ``ply``)
     live/std/000000.png     MC-dropout standard deviation, 16-bit mm (with MC-dropout only)
     live/view/000000.jpg    the composite shown (input | depth | uncertainty)
 
@@ -232,6 +234,12 @@ class LiveSummary:
     stopped_by: str
     error: str | None = None
 
+    def fps_text(self) -> str:
+        """'12.34 FPS', or why there is no rate (fewer than two output frames span no time)."""
+        if self.frames_output < 2:
+            return f"FPS n/a ({self.frames_output} frame{'' if self.frames_output == 1 else 's'} output)"
+        return f"{self.fps:.2f} FPS"
+
     def to_dict(self) -> dict[str, Any]:
         return {"frames_captured": self.frames_captured, "frames_inferred": self.frames_inferred,
                 "frames_output": self.frames_output, "frames_recorded": self.frames_recorded,
@@ -381,7 +389,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 class LiveRecorder:
     """Writes a live run into ``session_dir/live/`` (see the module docstring for the layout)."""
 
-    def __init__(self, session_dir: Path, run_info: dict[str, Any]) -> None:
+    def __init__(self, session_dir: Path, run_info: dict[str, Any], intrinsics: Any = None,
+                 ply: bool = False) -> None:
+        """``intrinsics`` (rig.core.records.Intrinsics at the output size): written as
+        depth/camera_intrinsic.json, and with ``ply`` used for a point cloud per frame."""
         import yaml
 
         from rig.core.imageio import atomic_write_bytes
@@ -391,6 +402,12 @@ class LiveRecorder:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if (self.root / FRAMES_JOURNAL).exists():
             raise RigError(f"{self.root}: already holds a live run; choose a new --save folder")
+        self.intrinsics = intrinsics
+        self.ply = bool(ply and intrinsics is not None)
+        if intrinsics is not None:
+            from rig.core.pointcloud import O3D_INTRINSIC_NAME, write_o3d_intrinsics
+
+            write_o3d_intrinsics(self.root / "depth" / O3D_INTRINSIC_NAME, intrinsics)
         self.info = dict(run_info, started=_utc_now())
         atomic_write_bytes(self.root / LIVE_META, yaml.safe_dump(self.info, sort_keys=False).encode())
         (self.root / FRAMES_JOURNAL).touch()
@@ -432,6 +449,11 @@ class LiveRecorder:
             entry["mean_std_m"] = round(float(result.std_m.mean()), 5)
             atomic_write_bytes(self.root / entry["std"], encode_png(depth_mm_u16(result.std_m)))
         atomic_write_bytes(self.root / entry["view"], encode_jpeg(view, 90))
+        if self.ply:
+            from rig.core.pointcloud import write_point_cloud
+
+            entry["ply"] = f"ply/{stem}.ply"
+            write_point_cloud(self.root / entry["ply"], result.depth_m, result.frame.rgb, self.intrinsics)
         _append_line(self.root / RESULTS_JOURNAL, entry)
 
     def finish(self, summary: LiveSummary) -> None:

@@ -155,10 +155,11 @@ def test_predict_raw_input_ply_intrinsics_colour_bar_and_exif_warning(tmp_path: 
     inp = tmp_path / "in"
     write_dng(inp / "f8.dng", two_colour_scene(), f_number=8.0, focal_mm=35.0)  # f/8 shot, f/2.8 model
     write_dng(inp / "ok.dng", two_colour_scene(), f_number=2.8, focal_mm=35.0)
-    out = tmp_path / "out"
+    out = tmp_path / ("a_long_output_folder_name_" * 3) / "out"  # > 80 columns: piped lines are not wrapped
     r = _rig("predict", "--model", str(lite_file), "--input", str(inp), "--out", str(out), "--ply", "--colorize",
              "--range", "0.5", "4", "--device", "cpu")
     assert r.returncode == 0, r.stderr
+    assert f"wrote 2 depth map(s) to {out}\n" in r.stdout and len(str(out)) > 80
     warn = [line for line in r.stdout.splitlines() if line.startswith("warning:")]
     assert len(warn) == 1 and "f8.dng" in warn[0] and "f/8" in warn[0] and "f/2.8" in warn[0], r.stdout
     depth = read_depth_m(out / "ok.png")
@@ -222,10 +223,10 @@ def test_depth_model_resizes_and_accepts_paths_and_floats(tmp_path: Path, lite_f
     assert d.shape == (128, 192) and d.dtype == np.float32 and s is None
     small, _ = m.predict(rgb, full_size=False)
     ref = predict_image(m.net, resize_for_model(rgb, (96, 64)))
-    np.testing.assert_allclose(small, ref.depth_m, rtol=1e-6)
+    np.testing.assert_allclose(small, ref.depth_m, atol=1e-4)
     write_image(tmp_path / "x.png", rgb)
-    np.testing.assert_allclose(m.predict(tmp_path / "x.png")[0], d, rtol=1e-6)
-    np.testing.assert_allclose(m.predict(rgb / 255.0)[0], d, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(m.predict(tmp_path / "x.png")[0], d, atol=1e-4)
+    np.testing.assert_allclose(m.predict(rgb / 255.0)[0], d, atol=1e-4)
     d8, s8 = m.predict(rgb, mc_samples=3)
     assert s8 is not None and s8.shape == d8.shape == (128, 192)
     with pytest.raises(RigError, match="expected an RGB image"):

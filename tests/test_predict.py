@@ -118,9 +118,9 @@ def test_eval_cli_json_and_val_split_errors(tmp_path: Path, lite_file: Path, cap
     res = json.loads((tmp_path / "m.json").read_text())
     assert res["n_images"] == 3 and set(res["metrics"]) >= {"rel", "log10", "rms", "rmslog", "delta1"}
     assert len(res["per_image"]) == 3 and res["bins"]["count_train"] is not None
-    # no val folder, no recorded val ids: a clear error
+    # no val folder, no recorded val ids, one scene in train: a clear error
     rc, err = _rig_inproc(capsys, "eval", "--model", str(lite_file), "--data", str(root), "--split", "val")
-    assert rc == 2 and "records no validation ids" in err
+    assert rc == 2 and "split 'val' has no samples, and carving one from 'train' failed" in err
 
 
 def test_resize_for_model_downsamples_full_frames() -> None:

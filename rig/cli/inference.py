@@ -89,7 +89,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Build an HTML page (tables, plots, image grids as files next to it) "
                        "from the folder `rig eval --out DIR` wrote.")
     p.add_argument("eval_dir", help="folder written by `rig eval --out`")
-    p.add_argument("--out", help="report folder (default: EVAL_DIR/report)")
+    p.add_argument("--out", help="report folder (default: EVAL_DIR, i.e. EVAL_DIR/report.html)")
     p.add_argument("--title", help="page title")
     p.set_defaults(func=cmd_report)
 
