@@ -477,6 +477,10 @@ def read_frame_file(path: Path, name: str) -> SourceFrame:
         raise RigError(f"{path}: cannot read ({e.strerror or e})") from None
     buf = np.frombuffer(data, np.uint8)
     suffix = Path(path).suffix.lower()
+    from rig.core.imageio import RAW_EXTS, read_raw_rgb
+
+    if suffix in RAW_EXTS:  # camera RAW (NEF, DNG): demosaiced by LibRaw; the file rides along
+        return SourceFrame(rgb=read_raw_rgb(Path(path)), name=name, original=data, original_suffix=suffix)
     img, plain_rgb = None, False
     if suffix == ".png":  # (JPEGs go through IMREAD_COLOR: it applies the EXIF orientation)
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

@@ -37,11 +37,12 @@ import numpy as np
 
 from inference.export import default_model  # noqa: F401 — re-exported for the demo and callers
 from rig.core.errors import DeviceError, RigError
+from rig.core.imageio import RAW_EXTS
 
 if TYPE_CHECKING:
     from rig.core.config import RigConfig
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *RAW_EXTS)
 ONNX_CACHE = Path(os.environ.get("RIG_ONNX_CACHE", Path.home() / ".cache" / "deep-dfd-rig" / "onnx"))
 DEFAULT_SCENE_FRAMES = 10
 CAPTURE_RETRIES = 3

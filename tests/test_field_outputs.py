@@ -231,3 +231,20 @@ def test_depth_model_resizes_and_accepts_paths_and_floats(tmp_path: Path, lite_f
     assert s8 is not None and s8.shape == d8.shape == (128, 192)
     with pytest.raises(RigError, match="expected an RGB image"):
         m.predict(np.zeros((4, 4)))
+
+
+def test_raw_files_feed_live_folders_and_compare_pairs(tmp_path: Path) -> None:
+    pytest.importorskip("rawpy")
+    from inference.compare import list_shot_files, read_shot
+    from inference.live import read_frame_file
+    from rig.core.imageio import write_image
+
+    dng = write_dng(tmp_path / "N2_8" / "DSC_0001.dng", two_colour_scene(), f_number=2.8, focal_mm=35.0)
+    write_dng(tmp_path / "N8" / "DSC_0002.dng", two_colour_scene(), f_number=8.0)
+    write_image(tmp_path / "N8" / "DSC_0002.jpg", np.zeros((64, 96, 3), np.uint8))  # RAW+JPEG: the JPEG is used
+    assert [p.name for p in list_shot_files(tmp_path)] == ["DSC_0001.dng", "DSC_0002.jpg"]
+    shot = read_shot(dng)
+    assert shot.f_number == pytest.approx(2.8) and shot.focal_mm == pytest.approx(35.0)
+    frame = read_frame_file(dng, dng.name)  # `rig live --source folder:` reads each file this way
+    assert frame.rgb.shape == (64, 96, 3) and frame.rgb[:, :40, 0].mean() > frame.rgb[:, :40, 2].mean()
+    assert frame.original == dng.read_bytes() and frame.original_suffix == ".dng"
