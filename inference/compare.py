@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from rig.core.errors import RigError
+from rig.core.imageio import RAW_EXTS
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", *RAW_EXTS)
 DEFAULT_MODEL_N2_8 = "dfd-n2.8"
 DEFAULT_MODEL_N8 = "dfd-n8"
 DEFAULT_TOLERANCE_S = 60.0
@@ -122,7 +123,8 @@ def read_shot(path: Path) -> Shot:
 
 
 def list_shot_files(folder: Path) -> list[Path]:
-    """Images in ``folder`` and its direct sub-folders (sorted; hidden files skipped)."""
+    """Images in ``folder`` and its direct sub-folders (sorted; hidden files skipped). A RAW file
+    (NEF, DNG) is used when no JPEG/PNG/TIFF of the same name sits beside it (RAW+JPEG shooting)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RigError(f"{folder}: no such folder (expected DSLR pairs, e.g. N2_8/ and N8/ sub-folders)")
@@ -130,7 +132,8 @@ def list_shot_files(folder: Path) -> list[Path]:
     for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))]:
         files += [p for p in sorted(d.iterdir())
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS]
-    return files
+    developed = {(p.parent, p.stem) for p in files if p.suffix.lower() not in RAW_EXTS}
+    return [p for p in files if p.suffix.lower() not in RAW_EXTS or (p.parent, p.stem) not in developed]
 
 
 def pair_shots(shots: list[Shot], f_defocused: float, f_all_in_focus: float,

@@ -46,11 +46,47 @@ def resolve_eval_set(root: Path, split: str, meta: dict[str, Any]) -> EvalSet:
         src = meta.get("train_split", "train")
         have = set(rds.list_samples(root, src))
         ids = [i for i in meta["val_ids"] if i in have]
-        if not ids:
-            raise RigError(f"{root}: none of the model's {len(meta['val_ids'])} validation ids are in split {src!r}")
-        return EvalSet(root, src, ids, f"val (carved from {src} by scene, {len(ids)} images)", set(ids))
+        if ids:
+            return EvalSet(root, src, ids, f"val (carved from {src} by scene, {len(ids)} images)", set(ids))
+    if split == "val":
+        carved = carve_val_like_training(root, meta)
+        if carved is not None:
+            return carved
     raise RigError(f"{root}: split {split!r} has no samples"
                    + (" and the model records no validation ids" if split == "val" else ""))
+
+
+def carve_val_like_training(root: Path, meta: dict[str, Any]) -> EvalSet | None:
+    """A dataset without a val split that the model was not trained on (e.g. from `rig build-dataset`):
+    carve 'val' from its 'train' split by scene, as `rig train` would (the model's data/train settings,
+    else the training defaults); None when 'train' is empty."""
+    from inference import data as D
+    from rig.core import dataset as rds
+
+    manifest = rds.read_manifest(root)
+    have = rds.list_samples(root, "train")
+    if not have:
+        return None
+    cfg = meta.get("config") or {}
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    try:
+        _, ids = D.carve_val(have, float(data.get("val_fraction", 0.15)), int(train.get("seed", 0)),
+                             float(data.get("scene_gap_s", 120.0)), data.get("max_scene_captures", 6),
+                             D.scene_ids_from_manifest(manifest, "train"))
+    except RigError as e:
+        raise RigError(f"{root}: split 'val' has no samples, and carving one from 'train' failed: {e}") from None
+    return EvalSet(root, "train", ids, f"val (carved from train by scene as `rig train` does, {len(ids)} images)",
+                   set(ids))
+
+
+def gt_range_m(depths_m: Any, valids: Any) -> list[float] | None:
+    """[min, max] metres of the valid ground-truth pixels (> 0) over all images; None when none."""
+    lo, hi = np.inf, -np.inf
+    for d, v in zip(depths_m, valids):
+        ok = np.asarray(v, bool) & (np.asarray(d) > 0)
+        if ok.any():
+            lo, hi = min(lo, float(d[ok].min())), max(hi, float(d[ok].max()))
+    return None if not np.isfinite(lo) else [round(lo, 4), round(hi, 4)]
 
 
 def _bin_edges(max_depth_m: float, width_m: float) -> np.ndarray:
@@ -195,7 +231,8 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
         "pooled": pooled_metrics(preds, images.depth_m, images.valid, min_depth_m, max_depth_m),
         "per_image": per_image, "bins": bins.to_dict(),
         "settings": {"min_depth_m": min_depth_m, "max_depth_m": max_depth_m, "crop": crop,
-                     "mc_samples": mc_samples, "bin_width_m": bin_width_m, "aggregate": "mean over images"},
+                     "mc_samples": mc_samples, "bin_width_m": bin_width_m, "aggregate": "mean over images",
+                     "gt_range_m": gt_range_m(images.depth_m, images.valid)},
         "training": {k: loaded.meta.get(k) for k in ("epoch", "n_train", "n_val", "val_carved", "dataset")
                      if k in loaded.meta},
     }

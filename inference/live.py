@@ -28,6 +28,8 @@ an empty captures.jsonl, raw/) with a ``live/`` sub-layout (:class:`LiveRecorder
     live/original/000000.*  the source's own file when it has one (a DSLR JPEG), else absent
     live/results.jsonl      one line per inferred frame: index, depth/std/view files, infer_s, latency_s
     live/depth/000000.png   depth, 16-bit PNG in millimetres (rig.core.imageio)
+    live/depth/camera_intrinsic.json  the DSLR at the output size, Open3D's format (with intrinsics)
+    live/ply/000000.ply     coloured point cloud in metres (with ``ply``)
     live/std/000000.png     MC-dropout standard deviation, 16-bit mm (with MC-dropout only)
     live/view/000000.jpg    the composite shown (input | depth | uncertainty)
 
@@ -232,6 +234,12 @@ class LiveSummary:
     stopped_by: str
     error: str | None = None
 
+    def fps_text(self) -> str:
+        """'12.34 FPS', or why there is no rate (fewer than two output frames span no time)."""
+        if self.frames_output < 2:
+            return f"FPS n/a ({self.frames_output} frame{'' if self.frames_output == 1 else 's'} output)"
+        return f"{self.fps:.2f} FPS"
+
     def to_dict(self) -> dict[str, Any]:
         return {"frames_captured": self.frames_captured, "frames_inferred": self.frames_inferred,
                 "frames_output": self.frames_output, "frames_recorded": self.frames_recorded,
@@ -385,10 +393,12 @@ class LiveRecorder:
     :class:`inference.live_sync.DurableJournal`): one fsync per file and line by default, in
     batches from a background thread while a :class:`LiveLoop` runs (``batch_sync``).
     stored_depth_png: depth / σ PNGs without compression (lossless; CPU left to inference).
+    ``intrinsics`` (rig.core.records.Intrinsics at the output size): written as
+    depth/camera_intrinsic.json, and with ``ply`` used for a point cloud per frame.
     """
 
     def __init__(self, session_dir: Path, run_info: dict[str, Any], batch_sync: bool = False,
-                 stored_depth_png: bool = True) -> None:
+                 stored_depth_png: bool = True, intrinsics: Any = None, ply: bool = False) -> None:
         import yaml
 
         from inference.live_sync import DurableJournal
@@ -402,6 +412,14 @@ class LiveRecorder:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if (self.root / FRAMES_JOURNAL).exists():
             raise RigError(f"{self.root}: already holds a live run; choose a new --save folder")
+        self.intrinsics = intrinsics
+        self.ply = bool(ply and intrinsics is not None)
+        if self.ply:
+            (self.root / "ply").mkdir(exist_ok=True)
+        if intrinsics is not None:
+            from rig.core.pointcloud import O3D_INTRINSIC_NAME, write_o3d_intrinsics
+
+            write_o3d_intrinsics(self.root / "depth" / O3D_INTRINSIC_NAME, intrinsics)
         self.info = dict(run_info, started=_utc_now())
         atomic_write_bytes(self.root / LIVE_META, yaml.safe_dump(self.info, sort_keys=False).encode())
         (self.root / FRAMES_JOURNAL).touch()
@@ -445,6 +463,12 @@ class LiveRecorder:
             self.journal.write_file(files[-1], encode_png(depth_mm_u16(result.std_m), stored=self.stored_depth_png))
         files.append(self.root / entry["view"])
         self.journal.write_file(files[-1], encode_jpeg(view, 90))
+        if self.ply:
+            from rig.core.pointcloud import point_cloud_bytes
+
+            entry["ply"] = f"ply/{stem}.ply"
+            files.append(self.root / entry["ply"])
+            self.journal.write_file(files[-1], point_cloud_bytes(result.depth_m, result.frame.rgb, self.intrinsics))
         self.journal.commit(self.root / RESULTS_JOURNAL, entry, files)
 
     def finish(self, summary: LiveSummary) -> None:
@@ -469,6 +493,10 @@ def read_frame_file(path: Path, name: str) -> SourceFrame:
         raise RigError(f"{path}: cannot read ({e.strerror or e})") from None
     buf = np.frombuffer(data, np.uint8)
     suffix = Path(path).suffix.lower()
+    from rig.core.imageio import RAW_EXTS, read_raw_rgb
+
+    if suffix in RAW_EXTS:  # camera RAW (NEF, DNG): demosaiced by LibRaw; the file rides along
+        return SourceFrame(rgb=read_raw_rgb(Path(path)), name=name, original=data, original_suffix=suffix)
     img, plain_rgb = None, False
     if suffix == ".png":  # (JPEGs go through IMREAD_COLOR: it applies the EXIF orientation)
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

@@ -3,7 +3,11 @@
 ``rig predict --model M --input FILE|DIR --out DIR [--mc-samples K] [--colorize]`` writes, per input
 image, ``<basename>.png`` (16-bit depth in millimetres), with ``--mc-samples K`` also
 ``<basename>_std.png`` (16-bit MC-dropout standard deviation in millimetres), and with
-``--colorize`` colour versions ``<basename>_color.png`` / ``<basename>_std_color.png``.
+``--colorize`` colour versions ``<basename>_color.png`` / ``<basename>_std_color.png`` on a fixed
+depth range (the config's depth-sensor range, or ``--range MIN MAX``) with a colour bar in metres,
+and with ``--ply`` a coloured point cloud ``<basename>.ply`` in metres. Beside the depth maps,
+``camera_intrinsic.json`` (Open3D's format) holds the DSLR intrinsics at the depth maps' size.
+Inputs may be JPEG/PNG/TIFF or camera RAW (NEF, DNG, read through rawpy).
 
 A camera-independent model (``inference.camind``, detected from the file) takes the camera's k_cam
 and γ from ``--config`` (rig preset or YAML; ``blur.k_cam_px`` from ``rig calibrate blur --write``,
@@ -19,11 +23,18 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from rig.core.errors import RigError
+from rig.core.imageio import RAW_EXTS
 
 if TYPE_CHECKING:
     from inference.camind_use import CamindRunner
+    from rig.core.config import RigConfig
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") + RAW_EXTS
+STD_MAX_M = 0.5  # top of the uncertainty colour scale (as `rig live --std-max`)
+# Aperture of each training input, and the focal length of the rig the DFD release (so the shipped
+# models) was shot with: a Nikon D200 with a 35 mm lens (configs/rig/nikon_d200_xtion.yaml).
+INPUT_F_NUMBER = {"N2_8": 2.8, "N8": 8.0}
+TRAINED_FOCAL_MM = 35.0
 
 
 @dataclass
@@ -112,6 +123,64 @@ def colorize(depth_m: np.ndarray, lo: float | None = None, hi: float | None = No
     return rgb
 
 
+def draw_colorbar(rgb: np.ndarray, lo: float, hi: float, cmap: str = "viridis", unit: str = "m",
+                  label: str = "depth") -> np.ndarray:
+    """(H, W, 3) uint8 colourised image -> (H, W + bar, 3) with a vertical colour bar on the right:
+    ``lo`` at the bottom, ``hi`` at the top, five tick labels in ``unit`` (e.g. metres)."""
+    import cv2
+    import matplotlib
+
+    h, w = rgb.shape[:2]
+    scale = max(0.35, min(h / 480.0, 1.2))
+    panel_w = int(round(90 * scale))
+    panel = np.full((h, panel_w, 3), 255, np.uint8)
+    top, bottom = int(0.08 * h) + 4, h - int(0.05 * h) - 4
+    bar_x0, bar_x1 = int(6 * scale), int(26 * scale)
+    t = np.linspace(1.0, 0.0, max(bottom - top, 2))
+    colors = (matplotlib.colormaps[cmap](t)[:, :3] * 255).astype(np.uint8)
+    panel[top:top + len(t), bar_x0:bar_x1] = colors[:, None, :]
+    font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, 0.42 * scale, 1
+    cv2.putText(panel, f"{label} {unit}", (2, max(int(0.06 * h), 10)), font, fs, (0, 0, 0), th, cv2.LINE_AA)
+    for i in range(5):
+        v = lo + (hi - lo) * i / 4
+        y = int(round(bottom - 1 - (bottom - 1 - top) * i / 4))
+        cv2.line(panel, (bar_x1, y), (bar_x1 + 4, y), (0, 0, 0), 1)
+        cv2.putText(panel, f"{v:.3g}", (bar_x1 + 6, y + int(4 * scale)), font, fs, (0, 0, 0), th, cv2.LINE_AA)
+    return np.ascontiguousarray(np.concatenate([rgb, panel], axis=1))
+
+
+def colorize_with_bar(values_m: np.ndarray, lo_m: float, hi_m: float, cmap: str = "viridis",
+                      label: str = "depth") -> np.ndarray:
+    """(H, W) metres -> (H, W + bar, 3) uint8: :func:`colorize` on the fixed range [lo_m, hi_m]
+    (values outside are clipped) with :func:`draw_colorbar` in metres."""
+    return draw_colorbar(colorize(values_m, lo=lo_m, hi=hi_m, cmap=cmap), lo_m, hi_m, cmap, "m", label)
+
+
+def trained_optics(meta: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(f-number, focal length mm) a model was trained for: its meta's ``f_number`` / ``focal_mm``,
+    else from its ``input`` (N2_8 -> f/2.8, N8 -> f/8, shot at :data:`TRAINED_FOCAL_MM`)."""
+    inp = meta.get("input")
+    f_number = meta.get("f_number") or INPUT_F_NUMBER.get(str(inp))
+    focal_mm = meta.get("focal_mm") or (TRAINED_FOCAL_MM if inp in INPUT_F_NUMBER else None)
+    return (None if f_number is None else float(f_number)), (None if focal_mm is None else float(focal_mm))
+
+
+def optics_warning(path: Path, exif: dict[str, Any], f_number: float | None, focal_mm: float | None,
+                   rel_tol: float = 0.06) -> str | None:
+    """One line when the EXIF aperture or focal length of ``path`` differs (beyond ``rel_tol``) from
+    what the model was trained on; None when they match or are unknown."""
+    problems = []
+    n, f = exif.get("FNumber"), exif.get("FocalLength")
+    if f_number is not None and n is not None and abs(float(n) / f_number - 1.0) > rel_tol:
+        problems.append(f"aperture f/{float(n):g} (model trained on f/{f_number:g})")
+    if focal_mm is not None and f is not None and abs(float(f) / focal_mm - 1.0) > rel_tol:
+        problems.append(f"focal length {float(f):g} mm (model trained on {focal_mm:g} mm)")
+    if not problems:
+        return None
+    return (f"warning: {Path(path).name}: EXIF {' and '.join(problems)}; defocus differs, so depth will be "
+            "wrong — use the model for this aperture/lens")
+
+
 def list_inputs(path: Path) -> list[Path]:
     p = Path(path)
     if p.is_file():
@@ -124,7 +193,11 @@ def list_inputs(path: Path) -> list[Path]:
     raise RigError(f"{p}: no such file or folder")
 
 
-def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: bool) -> list[Path]:
+def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: bool,
+                     depth_range_m: tuple[float, float] = (0.5, 8.0), rgb: np.ndarray | None = None,
+                     intrinsics: Any = None) -> list[Path]:
+    """Write the depth (and σ) PNGs, with ``colorize_out`` colour PNGs on ``depth_range_m`` with a
+    colour bar, and with ``intrinsics`` (rig.core.records.Intrinsics) a PLY coloured by ``rgb``."""
     from rig.core.imageio import write_depth_mm, write_image
 
     out_dir = Path(out_dir)
@@ -132,24 +205,58 @@ def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: b
     if pred.std_m is not None:
         written.append(write_depth_mm(out_dir / f"{stem}_std.png", pred.std_m))
     if colorize_out:
-        written.append(write_image(out_dir / f"{stem}_color.png", colorize(pred.depth_m)))
+        lo, hi = depth_range_m
+        written.append(write_image(out_dir / f"{stem}_color.png", colorize_with_bar(pred.depth_m, lo, hi)))
         if pred.std_m is not None:
             written.append(write_image(out_dir / f"{stem}_std_color.png",
-                                       colorize(pred.std_m + 1e-9, lo=0.0, cmap="magma")))
+                                       colorize_with_bar(pred.std_m + 1e-9, 0.0, STD_MAX_M, "magma", "sigma")))
+    if intrinsics is not None:
+        from rig.core.pointcloud import write_point_cloud
+
+        written.append(write_point_cloud(out_dir / f"{stem}.ply", pred.depth_m, rgb, intrinsics))
     return written
+
+
+def write_intrinsics_beside(out_dir: Path, stem: str, k: Any, first_size: list[tuple[int, int]]) -> Path:
+    """Open3D ``camera_intrinsic.json`` for the depth maps in ``out_dir`` (the first size seen);
+    a depth map of another size gets its own ``<stem>.camera_intrinsic.json``."""
+    from rig.core.pointcloud import O3D_INTRINSIC_NAME, write_o3d_intrinsics
+
+    size = (int(k.width), int(k.height))
+    if not first_size:
+        first_size.append(size)
+    name = O3D_INTRINSIC_NAME if size == first_size[0] else f"{stem}.{O3D_INTRINSIC_NAME}"
+    return write_o3d_intrinsics(Path(out_dir) / name, k)
 
 
 def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samples: int = 0,
                   colorize_out: bool = False, seed: int = 0, device: str = "cpu",
-                  resize: str = "auto", camind: "CamindRunner | None" = None) -> list[dict[str, Any]]:
+                  resize: str = "auto", camind: "CamindRunner | None" = None, *, cfg: "RigConfig | None" = None,
+                  depth_range_m: tuple[float, float] | None = None, ply: bool = False,
+                  warn: Any = None) -> list[dict[str, Any]]:
     """Predict every input image into ``out_dir``; returns one record per image.
+
+    ``cfg`` (default: the simulated preset, whose DSLR has the D200's field of view) gives the DSLR
+    intrinsics written beside the depth maps (``camera_intrinsic.json``, and with ``ply`` a point
+    cloud per image) and the colour range (``depth_range_m``, else its depth-sensor range). ``warn``
+    (a print function) gets one line per image whose EXIF aperture/focal length differs from the
+    model's training optics; records carry it as ``warning``.
 
     A camera-independent model (``camind``: an :class:`inference.camind_use.CamindRunner`, or a camind
     file as ``model_ref``, then with the simulated preset's constants) runs on the CPU with the
     camera's k_cam / γ scaled to each image's width; its records add ``k_cam_px`` and ``gamma_px``.
     """
+    from acquisition.exif import read_exif
     from rig.core.imageio import read_rgb
+    from rig.core.pointcloud import dslr_intrinsics_at
 
+    if cfg is None:
+        from rig.core.config import load_rig_config
+
+        cfg = load_rig_config("simulated")
+    if depth_range_m is None:
+        depth_range_m = (float(cfg.depth_sensor.min_m), float(cfg.depth_sensor.max_m))
+    trained: tuple[float | None, float | None] = (None, None)
     if camind is None:
         from inference.camind_use import camind_model_path, open_camind
 
@@ -170,21 +277,29 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
         loaded = load_model(model_ref, device=device)
         size = loaded.meta.get("image_size_px") if resize == "auto" else None
         target = tuple(size) if size else None
+        trained = trained_optics(loaded.meta)
         infer = lambda rgb: predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed,  # noqa: E731
                                           device=device)
     records = []
     used: set[str] = set()
+    first_size: list[tuple[int, int]] = []
     for f in inputs:
         # same-named inputs from different folders (session raw/<id>/defocused.jpg) get the folder prefixed
         stem = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
         used.add(stem)
         rgb = resize_for_model(read_rgb(f), target)
+        warning = optics_warning(f, read_exif(f), *trained) if any(v is not None for v in trained) else None
+        if warning and warn is not None:
+            warn(warning)
         pred = infer(rgb)
-        files = write_prediction(out_dir, stem, pred, colorize_out)
+        h, w = pred.depth_m.shape
+        k = dslr_intrinsics_at(cfg, w, h)
+        files = write_prediction(out_dir, stem, pred, colorize_out, depth_range_m, rgb, k if ply else None)
+        files.append(write_intrinsics_beside(out_dir, stem, k, first_size))
         rec = {"input": str(f), "stem": stem, "size_px": [rgb.shape[1], rgb.shape[0]],
                "outputs": [str(p) for p in files],
                "median_depth_m": float(np.median(pred.depth_m)),
-               "mean_std_m": None if pred.std_m is None else float(pred.std_m.mean())}
+               "mean_std_m": None if pred.std_m is None else float(pred.std_m.mean()), "warning": warning}
         if camind is not None:
             rec["k_cam_px"], rec["gamma_px"] = camind.constants_at(rgb.shape[1])
         records.append(rec)

@@ -80,6 +80,17 @@ def _place(src: Path, out_dir: Path, used: set[str]) -> str:
     return name
 
 
+def depth_range_text(settings: dict[str, Any]) -> str:
+    """The evaluated depth range in words: the --min/--max-depth filter and the ground truth seen."""
+    lo, hi, seen = settings.get("min_depth_m"), settings.get("max_depth_m"), settings.get("gt_range_m")
+    seen_txt = f"ground truth {seen[0]:.2f}–{seen[1]:.2f} m" if seen else "ground truth range not recorded"
+    if lo is None and hi is None:
+        return f"all depths ({seen_txt})"
+    lo_txt = f"{lo:g} m" if lo is not None else "0 m"
+    hi_txt = f"{hi:g} m" if hi is not None else "∞"
+    return f"depths {lo_txt} to {hi_txt} ({seen_txt})"
+
+
 def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None = None,
                  extra_sections: Sequence[dict[str, Any]] = ()) -> Path:
     """Write ``report.html`` for the evaluation in ``eval_dir``; returns its path.
@@ -114,8 +125,7 @@ def build_report(eval_dir: Path, out_dir: Path | None = None, title: str | None 
             rows.append((f"paper 1 Table 2, D3-Net, {res.get('input')} (real test set)", ref))
         parts.append("<h2>Metrics</h2>" + _metrics_table(rows, cls="summary"))
         st = res.get("settings", {})
-        parts.append(f"<p>Pixels with ground truth; depth range {st.get('min_depth_m') or '–'} … "
-                     f"{st.get('max_depth_m') or '–'} m; Eigen crop {'on' if st.get('crop') else 'off'}; "
+        parts.append(f"<p>Pixels with ground truth; {html.escape(depth_range_text(st))}; Eigen crop {'on' if st.get('crop') else 'off'}; "
                      f"MC-dropout samples {st.get('mc_samples', 0)}. rel, log10, rmslog: unitless; rms in "
                      "metres.</p>")
         tr = res.get("training") or {}

@@ -11,7 +11,8 @@ Per capture (``raw/<id>/`` → ``registered/<id>/``):
    (:mod:`registration.reproject`), holes filled edge-aware from the all-in-focus image
    (:mod:`registration.fill`), the mask telling measured / filled / unknown pixels apart;
 4. written to ``registered/.tmp-<id>/`` — defocused.png, all_in_focus.png, depth.png (16-bit mm),
-   valid.png, frame.yaml last — and renamed to ``registered/<id>/``: a folder with frame.yaml is
+   valid.png, camera_intrinsic.json (Open3D's format), with ``ply`` depth.ply (a point cloud in
+   metres coloured by the all-in-focus image), frame.yaml last — and renamed to ``registered/<id>/``: a folder with frame.yaml is
    complete, so a re-run skips it (resumable) unless ``--force``.
 """
 
@@ -32,11 +33,13 @@ from rig.core import __version__
 from rig.core.config import RigConfig
 from rig.core.errors import RigError
 from rig.core.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
+from rig.core.pointcloud import O3D_INTRINSIC_NAME, write_o3d_intrinsics, write_point_cloud
 from rig.core.records import (VALID_FILLED, VALID_MEASURED, Capture, Extrinsics, Intrinsics, RegisteredFrame)
 
 FRAME_FILES = {"defocused": "defocused.png", "all_in_focus": "all_in_focus.png", "depth": "depth.png",
                "valid": "valid.png"}
 FRAME_META = "frame.yaml"
+PLY_NAME = "depth.ply"
 FILL_METHODS = ("fast", "reference", "none")
 
 
@@ -52,6 +55,7 @@ class RegisterOptions:
     calibration: Path | None = None
     grow_px: float = 0.05
     max_fill_px: float | None = None  # output.max_fill_px: holes further from measured depth stay unknown
+    ply: bool = False  # also write depth.ply (coloured point cloud in metres)
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,9 @@ def register_capture(raw_dir: Path, capture: Capture, opts: RegisterOptions,
     return frame, meta
 
 
-def write_registered(out_dir: Path, frame: RegisteredFrame, meta: dict[str, Any]) -> Path:
-    """Write a frame into ``out_dir`` via a temporary sibling folder renamed into place.
+def write_registered(out_dir: Path, frame: RegisteredFrame, meta: dict[str, Any], ply: bool = False) -> Path:
+    """Write a frame into ``out_dir`` via a temporary sibling folder renamed into place (with
+    ``ply`` also depth.ply: the measured and filled depth as a coloured point cloud in metres).
 
     An existing ``out_dir`` is replaced only after the new one is complete.
     """
@@ -165,6 +170,9 @@ def write_registered(out_dir: Path, frame: RegisteredFrame, meta: dict[str, Any]
         write_image(tmp / FRAME_FILES["all_in_focus"], frame.all_in_focus_rgb)
         write_depth_mm(tmp / FRAME_FILES["depth"], frame.depth_m)
         write_image(tmp / FRAME_FILES["valid"], frame.valid.astype(np.uint8))
+        write_o3d_intrinsics(tmp / O3D_INTRINSIC_NAME, frame.intrinsics)
+        if ply:
+            write_point_cloud(tmp / PLY_NAME, frame.depth_m, frame.all_in_focus_rgb, frame.intrinsics)
         atomic_write_bytes(tmp / FRAME_META, yaml.safe_dump(meta, sort_keys=False).encode())
         old = None
         if out_dir.exists():
@@ -247,12 +255,15 @@ def register_session(session_path: Path | str, opts: RegisterOptions | None = No
                 bar.update(task, description=cap.capture_id)
             t0 = time.perf_counter()
             if is_registered(out_dir) and not opts.force:
+                if opts.ply and not (out_dir / PLY_NAME).is_file():  # --ply on a frame done before
+                    done, _ = read_registered(out_dir)
+                    write_point_cloud(out_dir / PLY_NAME, done.depth_m, done.all_in_focus_rgb, done.intrinsics)
                 res = FrameResult(cap.capture_id, "skipped")
             else:
                 try:
                     frame, meta = register_capture(session.raw_dir(cap.capture_id), cap, opts, calib)
                     meta["session"] = str(Path(session.path).resolve())
-                    write_registered(out_dir, frame, meta)
+                    write_registered(out_dir, frame, meta, ply=opts.ply)
                     res = FrameResult(cap.capture_id, "registered", meta=meta)
                 except RigError as e:
                     res = FrameResult(cap.capture_id, "failed", error=str(e))

@@ -37,11 +37,12 @@ import numpy as np
 
 from inference.export import default_model  # noqa: F401 — re-exported for the demo and callers
 from rig.core.errors import DeviceError, RigError
+from rig.core.imageio import RAW_EXTS
 
 if TYPE_CHECKING:
     from rig.core.config import RigConfig
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *RAW_EXTS)
 ONNX_CACHE = Path(os.environ.get("RIG_ONNX_CACHE", Path.home() / ".cache" / "deep-dfd-rig" / "onnx"))
 DEFAULT_SCENE_FRAMES = 10
 CAPTURE_RETRIES = 3
@@ -484,10 +485,28 @@ class LiveOptions:
     drop: bool = True
     speed: float = 0.0
     onnx_cache: Path | None = None  # where torch models are exported (default $RIG_ONNX_CACHE or ~/.cache)
+    ply: bool = False  # also save live/ply/<frame>.ply (coloured point clouds in metres)
 
 
 def default_save_dir() -> Path:
     return Path("out") / "live" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def source_is_simulated(spec: str, cfg: "RigConfig") -> bool:
+    """True when ``--source`` gives simulated frames: 'simulated', or 'dslr' with a simulated DSLR."""
+    kind = spec.partition(":")[0]
+    return kind == "simulated" or (kind == "dslr" and cfg.dslr.driver == "simulated")
+
+
+def simulated_source_line(cfg: "RigConfig") -> str:
+    """The first line of a live run on simulated frames: what it is and how to use a real camera."""
+    return (f"live: SIMULATED source (config '{cfg.name}' has a simulated DSLR, no camera is used); for a real "
+            "camera pass --config nikon_d200_xtion or your rig's YAML with dslr.driver: gphoto2")
+
+
+def source_label(spec: str, cfg: "RigConfig") -> str:
+    """``--source`` as shown in the log and the panel title ('simulated dslr' for a simulated DSLR)."""
+    return f"simulated {spec}" if spec == "dslr" and source_is_simulated(spec, cfg) else spec
 
 
 def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None] = print) -> dict[str, Any]:
@@ -498,6 +517,9 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
     if not 0 <= lo < hi:
         raise RigError(f"--depth-range: expected 0 <= LO < HI, got {lo:g} {hi:g}")
     notes: list[str] = []
+    simulated = source_is_simulated(opts.source, cfg)
+    if simulated:
+        print_fn(simulated_source_line(cfg))
     source = open_source(opts.source, cfg, preview=opts.preview, scene_frames=opts.scene_frames,
                          loop=opts.loop_source, speed=opts.speed, notes=notes)
     try:
@@ -525,7 +547,9 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
     info = {"source": opts.source, "model": backend.model, "onnx": backend.onnx, "engine": backend.description,
             "size_px": list(size), "mc_samples": int(opts.mc_samples), "config": cfg.name,
             "depth_range_m": [float(lo), float(hi)], "drop_policy": "drop-oldest" if opts.drop else "block"}
-    recorder = LiveRecorder(session.path, info)
+    from rig.core.pointcloud import dslr_intrinsics_at
+
+    recorder = LiveRecorder(session.path, info, intrinsics=dslr_intrinsics_at(cfg, *size), ply=opts.ply)
     sinks = []
     server = None
     if opts.serve:
@@ -555,14 +579,15 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
                     depth_range_m=(float(lo), float(hi)), std_max_m=opts.std_max_m)
     if server is not None:
         loop_ref["loop"] = loop
-    print_fn(f"live: {opts.source} -> {backend.model} on {backend.description}"
+    label = source_label(opts.source, cfg)
+    print_fn(f"live: {label} -> {backend.model} on {backend.description}"
              + (f", MC-dropout {opts.mc_samples} samples" if opts.mc_samples else "")
              + f"; recording to {session.path}  (Ctrl-C stops)")
     panel = None
     if opts.panel and sys.stdout.isatty():
         from rich.live import Live
 
-        panel = Live(stats_table(loop), refresh_per_second=4, transient=False)
+        panel = Live(stats_table(loop, f"rig live — {label}"), refresh_per_second=4, transient=False)
         panel.start()
     last_panel = [0.0]
 
@@ -572,13 +597,13 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
         now = time.monotonic()
         if panel is not None and now - last_panel[0] > 0.25:
             last_panel[0] = now
-            panel.update(stats_table(lp, f"rig live — {opts.source}"))
+            panel.update(stats_table(lp, f"rig live — {label}"))
 
     try:
         summary = loop.run(on_tick=tick, tick_s=0.03 if display is not None else 0.1)
     finally:
         if panel is not None:
-            panel.update(stats_table(loop, f"rig live — {opts.source}"))
+            panel.update(stats_table(loop, f"rig live — {label}"))
             panel.stop()
         if display is not None:
             display.close()
@@ -591,7 +616,7 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
             print_fn(f"source: {n}")
     med = summary.median_ms
     print_fn(f"{summary.frames_captured} frame(s) captured, {summary.frames_inferred} inferred, "
-             f"{summary.frames_output} saved, {summary.dropped} dropped; {summary.fps:.2f} FPS; median infer "
+             f"{summary.frames_output} saved, {summary.dropped} dropped; {summary.fps_text()}; median infer "
              f"{(med.get('infer') or 0):.0f} ms, end-to-end {(med.get('end_to_end') or 0):.0f} ms; "
              f"stopped by {summary.stopped_by}")
     print_fn(f"session: {session.path} (replay: rig replay {session.path})")

@@ -405,7 +405,7 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
     summary.update(result.to_dict())
     summary.update({"engine": backend.description, "model": backend.model})
     print_fn(f"replayed {result.frames_output} frame(s) from {rec.path} through {opts.through} "
-             f"({backend.description}): {result.fps:.2f} FPS, median inference "
+             f"({backend.description}): {result.fps_text()}, median inference "
              f"{(result.median_ms.get('infer') or 0):.0f} ms -> {out}")
     if scores:
         ok = [s for s in scores if s.get("pixels")]

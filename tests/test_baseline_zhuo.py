@@ -213,6 +213,9 @@ def test_cli_baseline_zhuo_and_eval(tmp_path, texture, lens):
     depth = read_depth_m(tmp_path / "out" / "plane.png")
     assert depth.shape == (H, W) and np.median(depth) == pytest.approx(4.0, rel=0.2)
     assert (tmp_path / "out" / "plane_color.png").is_file() and (tmp_path / "out" / "plane_blur_color.png").is_file()
+    from rig.core.imageio import read_rgb
+
+    assert read_rgb(tmp_path / "out" / "plane_color.png").shape[1] > W  # a colour bar in metres beside the depth
     _tiny_dataset(tmp_path / "ds", texture, cfg)
     rc = main(["baseline", "eval", "--config", str(tmp_path / "tiny.yaml"), "--data", str(tmp_path / "ds"),
                "--split", "test", "--work-px", "0", "--json", str(tmp_path / "m.json")])

@@ -13,7 +13,10 @@ from rig.core.config import load_rig_config
 def test_optics_blur_json(capsys):
     assert main(["optics", "blur", "--config", "nyuv2_synthetic", "--focus", "2", "--depth", "1", "2", "4", "8",
                  "--json"]) == 0
-    values = json.loads(capsys.readouterr().out)
+    res = json.loads(capsys.readouterr().out)
+    assert res["depths_m"] == [1, 2, 4, 8] and res["unit"] == "px (output)" and res["quantity"] == "blur_diameter"
+    assert res["focus_m"] == 2.0 and res["config"] == "nyuv2_synthetic"
+    values = res["values_px"]
     lens = load_rig_config("nyuv2_synthetic").lens(focus_m=2.0)
     assert np.allclose(values, optics.blur_diameter_px([1, 2, 4, 8], lens), atol=1e-6)
     assert values[1] == 0.0

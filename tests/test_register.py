@@ -56,8 +56,8 @@ def test_register_writes_frames_in_the_dslr_frame(registered):
     a, _ = registered
     for cid in ("c00000", "c00001", "c00002"):
         reg = a / "registered" / cid
-        assert sorted(p.name for p in reg.iterdir()) == ["all_in_focus.png", "defocused.png", "depth.png",
-                                                         "frame.yaml", "valid.png"]
+        assert sorted(p.name for p in reg.iterdir()) == ["all_in_focus.png", "camera_intrinsic.json", "defocused.png",
+                                                         "depth.png", "frame.yaml", "valid.png"]
         meta = yaml.safe_load((reg / "frame.yaml").read_text())
         assert (meta["intrinsics"]["width"], meta["intrinsics"]["height"]) == (645, 432)
         assert meta["alignment"]["checked"] and meta["alignment"]["magnitude_px"] < 0.5
@@ -199,3 +199,38 @@ def test_max_fill_px_config_key_is_validated(tmp_path):
     assert load_rig_config("simulated").output.max_fill_px is None
     with pytest.raises(ConfigError, match="max_fill_px"):
         load_rig_config("simulated", overrides={"output.max_fill_px": -1})
+
+
+def test_register_ply_and_open3d_intrinsics_reproject_onto_the_depth(registered):
+    from test_field_outputs import assert_reprojects, k_from_o3d_json, read_ply
+
+    day2 = registered[1]
+    assert main(["register", str(day2), "--quiet", "--ply"]) == 0  # frames done before get their PLY too
+    frames = sorted(p for p in (day2 / "registered").iterdir() if p.is_dir())
+    assert frames
+    for f in frames:
+        k = k_from_o3d_json(f / "camera_intrinsic.json")
+        depth = read_depth_m(f / "depth.png")
+        assert (k.width, k.height) == (depth.shape[1], depth.shape[0])
+        pts, cols = read_ply(f / "depth.ply")
+        assert cols is not None and len(cols) == len(pts)
+        assert_reprojects(pts, depth, k)
+
+
+def test_eval_split_val_on_a_build_dataset_dataset(registered, tmp_path, capsys):
+    """`rig eval --split val` with the shipped model (its val ids are from the DFD release) on a dataset
+    `rig build-dataset` made: 'val' is carved from 'train' by scene, as `rig train` does."""
+    import json
+
+    a, b = registered
+    out = tmp_path / "ds"
+    assert main(["build-dataset", str(a), str(b), "--out", str(out), "--test-fraction", "0.34", "--quiet"]) == 0
+    capsys.readouterr()
+    rc = main(["eval", "--model", "dfd-n2.8", "--data", str(out), "--split", "val", "--grid", "0",
+               "--device", "cpu", "--json", str(tmp_path / "m.json")])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "m.json").read_text())
+    scene_of = read_manifest(out)["scenes"]
+    val = [p["id"] for p in res["per_image"]]
+    assert res["n_images"] >= 1 and set(val) <= set(list_samples(out, "train"))
+    assert len({scene_of[s] for s in val}) >= 1 and "carved from train" in res["split"]

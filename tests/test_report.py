@@ -57,6 +57,8 @@ def test_report_html_content(evaluated: tuple[Path, dict], tmp_path: Path) -> No
     page = build_report(eval_dir, tmp_path / "report", title="tiny report")
     html = page.read_text()
     assert "<h1>tiny report</h1>" in html
+    lo, hi = res["settings"]["gt_range_m"]
+    assert "…" not in html and f"all depths (ground truth {lo:.2f}–{hi:.2f} m)" in html  # not a placeholder
     assert f"{res['metrics']['rel']:.3f}" in html and "paper 1 Table 2" in html
     for name in ("depth_bins.png", "grid.png"):
         assert f"src='{name}'" in html and (tmp_path / "report" / name).is_file()  # files next to the page

@@ -36,6 +36,9 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
 )
 
 
+PIPED_COLUMNS = 1000  # rich's line width when stdout is not a terminal
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rig", description="Deep depth-from-defocus camera rig: capture, register, "
                      "train, predict, live. Every command takes --help.")
@@ -49,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        # the command piped or redirected: rich would wrap at 80 columns and cut paths in half
+        os.environ["COLUMNS"] = str(PIPED_COLUMNS)
     func = getattr(args, "func", None)
     if func is None:
         # a group without a subcommand (e.g. `rig optics`): show its help

@@ -31,7 +31,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="image file or folder of images (full DSLR frames are "
                    "area-downsampled to the config's output size)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--colorize", action="store_true", help="also write colourised depth and blur-map PNGs")
+    p.add_argument("--colorize", action="store_true", help="also write colourised depth and blur-map PNGs "
+                   "(depth on a fixed range with a colour bar in metres)")
+    p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), dest="depth_range",
+                   help="--colorize depth range in m (default: the config's depth sensor min_m max_m)")
     _baseline_args(p)
     p.set_defaults(func=cmd_zhuo)
 
@@ -161,10 +164,12 @@ def cmd_zhuo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from inference.baseline_zhuo import estimate_for_config, fit_to_output
-    from inference.predict import colorize, list_inputs
+    from inference.predict import colorize, colorize_with_bar, list_inputs
+    from rig.cli.inference import parse_depth_range
     from rig.core.imageio import read_rgb, write_depth_mm, write_image
 
     cfg = config_from_args(args)
+    lo, hi = parse_depth_range(args.depth_range) or (cfg.depth_sensor.min_m, cfg.depth_sensor.max_m)
     params = params_from_args(args)
     inputs = list_inputs(Path(args.input))
     out = Path(args.out)
@@ -173,7 +178,7 @@ def cmd_zhuo(args: argparse.Namespace) -> int:
         res = estimate_for_config(rgb, cfg, args.side, params)
         write_depth_mm(out / f"{f.stem}.png", res.depth_m)
         if args.colorize:
-            write_image(out / f"{f.stem}_color.png", colorize(res.depth_m))
+            write_image(out / f"{f.stem}_color.png", colorize_with_bar(res.depth_m, lo, hi))
             write_image(out / f"{f.stem}_blur_color.png", colorize(res.blur_px + 1e-6, lo=0.0, cmap="magma"))
         print(f"{f.name}: {res.info['n_edges']} edge px, median blur {np.median(res.blur_px):.2f} px, "
               f"median depth {np.median(res.depth_m):.2f} m ({args.side} side) -> {out / (f.stem + '.png')}")

@@ -69,7 +69,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from rig.core.config import load_rig_config
     from rig.live import LiveOptions, run_live
 
-    cfg = load_rig_config(args.config, overrides={"simulated.latency_scale": args.latency_scale}
+    cfg = load_rig_config(args.config or "simulated", overrides={"simulated.latency_scale": args.latency_scale}
                           if args.latency_scale is not None else None)
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
     opts = LiveOptions(source=args.source, model=args.model, backend=args.backend, mc_samples=args.mc_samples,
@@ -77,7 +77,8 @@ def cmd_live(args: argparse.Namespace) -> int:
                        serve=args.serve, host=args.host, port=args.port, threads=args.threads, providers=providers,
                        trt_cache=Path(args.trt_cache) if args.trt_cache else None, preview=not args.no_preview,
                        scene_frames=args.scene_frames, loop_source=args.loop, queue_size=args.queue,
-                       depth_range_m=tuple(args.depth_range), std_max_m=args.std_max, panel=not args.no_panel)
+                       depth_range_m=tuple(args.depth_range), std_max_m=args.std_max, panel=not args.no_panel,
+                       ply=args.ply)
     if args.serve is False and args.host != "127.0.0.1":
         raise RigError("--host: only used with --serve")
     run_live(cfg, opts)
@@ -91,7 +92,8 @@ def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Capture -> resize to the output size -> depth (+ MC-dropout uncertainty) -> "
                        "shown, served and saved; the run is recorded as a session (replay it with rig replay). "
                        "Ctrl-C stops cleanly.")
-    p.add_argument("--config", default="simulated", help="rig config file or preset (default simulated)")
+    p.add_argument("--config", help="rig config file or preset (default simulated: a SIMULATED DSLR; for a "
+                   "real camera use e.g. nikon_d200_xtion or your rig's YAML)")
     p.add_argument("--source", default="dslr", help="dslr (the config's camera), simulated, replay:SESSION or "
                    "folder:DIR (default dslr)")
     p.add_argument("--model", help="ONNX file, model file, run folder, shipped name or architecture "
@@ -100,7 +102,10 @@ def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
     p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples for uncertainty (0 = one pass)")
     p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
-    p.add_argument("--save", help="session folder for this run (default out/live/<UTC time>)")
+    p.add_argument("--save", help="session folder for this run (default out/live/<UTC time>); depth maps with "
+                   "camera_intrinsic.json (Open3D)")
+    p.add_argument("--ply", action="store_true", help="also save a coloured point cloud (m) per frame: "
+                   "live/ply/<frame>.ply")
     p.add_argument("--show", action="store_true", help="show an OpenCV window (when a display exists)")
     p.add_argument("--serve", action="store_true", help="serve the live view to a browser (MJPEG)")
     p.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1; any other needs the "
@@ -151,7 +156,8 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", help="output session folder (default next to the recording: NAME-replay-THROUGH)")
     p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = one pass)")
     p.add_argument("--max-frames", type=int, help="replay at most this many frames")
-    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = library default)")
     p.add_argument("--providers", help="onnxruntime providers in order (default tensorrt,cuda,cpu)")
     p.add_argument("--config", help="rig config (for .db3/.oni; sessions use their own snapshot)")

@@ -41,7 +41,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=float, nargs="+", required=True, help="depths in m")
     p.add_argument("--aperture", choices=("defocused", "all_in_focus"), default="defocused")
     p.add_argument("--sigma", action="store_true", help="print the Gaussian σ = ρ·ε instead")
-    p.add_argument("--json", action="store_true", help="print a JSON list only")
+    p.add_argument("--json", action="store_true", help="print JSON only: depths_m, values_px (output px), the "
+                   "quantity (blur_diameter or gaussian_sigma) and the lens")
     p.set_defaults(func=cmd_optics_blur)
 
     p = optics.add_parser("plot", help="blur diameter vs depth for the focus presets (paper 1 Fig. 4)")
@@ -80,7 +81,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="'cpu' (NumPy/OpenCV) or a torch device, e.g. cuda")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("demo", help="run the whole pipeline on the simulated rig (no hardware needed)")
+    p = sub.add_parser("demo", help="run the whole pipeline on the simulated rig (no hardware needed)",
+                       description="Run the whole pipeline on one screen with the simulated rig, no hardware: "
+                       "optics, synthetic defocus, capture a session, register it and build a dataset, predict "
+                       "with an HTML report, and a short live loop replayed byte for byte; everything goes "
+                       "under --out.")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--scenes", type=int, default=4, help="simulated scenes to capture")
     p.add_argument("--quick", action="store_true", help="smallest possible run (used by the tests)")
@@ -128,7 +133,10 @@ def cmd_optics_blur(args: argparse.Namespace) -> int:
     values = optics.gaussian_sigma_px(diam, cfg.blur.rho) if args.sigma else diam
     out = [round(float(v), 6) for v in values]
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps({"config": cfg.name, "aperture": args.aperture, "f_number": lens.f_number,
+                          "focal_mm": lens.focal_mm, "focus_m": lens.focus_m,
+                          "quantity": "gaussian_sigma" if args.sigma else "blur_diameter", "unit": "px (output)",
+                          "depths_m": [float(d) for d in args.depth], "values_px": out}))
         return 0
     from rich.console import Console
     from rich.table import Table

@@ -83,14 +83,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="image file or folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (paper 1: 50); 0 = one pass")
-    p.add_argument("--colorize", action="store_true", help="also write colourised depth (and uncertainty) PNGs")
+    p.add_argument("--colorize", action="store_true", help="also write colourised depth (and uncertainty) PNGs "
+                   "on a fixed range with a colour bar in metres")
+    p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), dest="depth_range",
+                   help="--colorize depth range in m (default: the --config depth sensor's min_m max_m)")
+    p.add_argument("--ply", action="store_true", help="also write <basename>.ply, a coloured point cloud in m "
+                   "from the --config DSLR intrinsics")
     p.add_argument("--seed", type=int, default=0, help="seed of the MC-dropout masks")
     p.add_argument("--resize", choices=("auto", "none"), default="auto",
                    help="auto: area-downsample images much wider than the model's training images")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    p.add_argument("--config", help="camera-independent (camind) models: rig config file or preset whose "
-                   "blur.k_cam_px (else thin-lens k_cam) and blur.gamma_px are used (default simulated)")
+    p.add_argument("--config", help="rig config file or preset (default simulated): DSLR intrinsics for "
+                   "camera_intrinsic.json and --ply, depth range for --colorize; camind models use its "
+                   "blur.k_cam_px (else thin-lens k_cam) and blur.gamma_px")
     p.add_argument("--k-cam-px", type=float, help="camind models: k_cam in the config's output px (overrides "
                    "the config)")
     p.add_argument("--gamma-px", type=float, help="camind models: in-focus blur γ in the config's output px "
@@ -101,7 +107,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Build an HTML page (tables, plots, image grids as files next to it) "
                        "from the folder `rig eval --out DIR` wrote.")
     p.add_argument("eval_dir", help="folder written by `rig eval --out`")
-    p.add_argument("--out", help="report folder (default: EVAL_DIR/report)")
+    p.add_argument("--out", help="report folder (default: EVAL_DIR, i.e. EVAL_DIR/report.html)")
     p.add_argument("--title", help="page title")
     p.set_defaults(func=cmd_report)
 
@@ -193,9 +199,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
     if args.threads:
         torch.set_num_threads(args.threads)
+    depth_range = parse_depth_range(getattr(args, "depth_range", None))
     from rich.console import Console
 
+    from rig.core.config import load_rig_config
+
     console = Console()
+    cfg = load_rig_config(args.config or "simulated")
     camind = open_camind_for_args(args, print_fn=lambda s: console.print(s, markup=False, highlight=False,
                                                                             soft_wrap=True))
     inputs = list_inputs(Path(args.input))
@@ -204,7 +214,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = "cpu" if camind is not None else _device(args.device)
     records = predict_files(args.model, inputs, Path(args.out), mc_samples=args.mc_samples,
                             colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize,
-                            camind=camind)
+                            camind=camind, cfg=cfg, depth_range_m=depth_range, ply=args.ply,
+                            warn=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     for r in records:
         extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
         if camind is not None and r["size_px"][0] != camind.ref_width_px:
@@ -213,6 +224,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
                       f"{Path(r['outputs'][0]).name}")
     console.print(f"wrote {len(records)} depth map(s) to {args.out}")
     return 0
+
+
+def parse_depth_range(values: list[float] | None) -> tuple[float, float] | None:
+    """``--range MIN MAX`` (metres) -> (min, max); RigError unless 0 <= MIN < MAX, both finite."""
+    import math
+
+    if values is None:
+        return None
+    lo, hi = (float(v) for v in values)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 <= lo < hi:
+        raise RigError(f"--range: expected 0 <= MIN < MAX in m, got {lo:g} {hi:g}")
+    return lo, hi
 
 
 def cmd_report(args: argparse.Namespace) -> int:

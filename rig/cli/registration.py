@@ -80,7 +80,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="For each completed capture: resample both apertures to the output size "
                                    "(undistorted when calibrated), check their alignment, reproject the fused depth "
                                    "into the DSLR with a z-buffer, fill holes edge-aware; writes "
-                                   "registered/<id>/{defocused,all_in_focus,depth,valid}.png + frame.yaml. "
+                                   "registered/<id>/{defocused,all_in_focus,depth,valid}.png + camera_intrinsic.json "
+                                   "(Open3D) + frame.yaml (--ply: depth.ply). "
                                    "Resumable: finished frames are skipped.")
     p.add_argument("session", help="session folder (from `rig capture`)")
     p.add_argument("--align", choices=("correct", "flag", "off"), default="flag",
@@ -92,6 +93,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", help="geometry calibration file (default: the session config's "
                                          "calibration.geometry, else capture.yaml's geometry)")
     p.add_argument("--force", action="store_true", help="re-register frames that are already done")
+    p.add_argument("--ply", action="store_true", help="also write registered/<id>/depth.ply, a point cloud in m "
+                   "coloured by the all-in-focus image (added to frames already done, too)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_register)
 
@@ -203,7 +206,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     opts = RegisterOptions(size=size, align=args.align, align_threshold_px=args.align_threshold_px,  # type: ignore[arg-type]
                            fill=args.fill, force=args.force,
                            calibration=Path(args.calibration) if args.calibration else None,
-                           max_fill_px=session.config.output.max_fill_px)
+                           max_fill_px=session.config.output.max_fill_px, ply=args.ply)
 
     def report(r: FrameResult) -> None:
         if r.status == "failed":

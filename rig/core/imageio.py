@@ -1,4 +1,8 @@
-"""Image files: 8-bit RGB, 16-bit depth PNG in millimetres (0 = unknown), atomic writes."""
+"""Image files: 8-bit RGB, 16-bit depth PNG in millimetres (0 = unknown), atomic writes.
+
+RAW files (:data:`RAW_EXTS`: Nikon NEF, Adobe DNG) are read through rawpy (LibRaw): demosaiced
+with the camera's white balance to 8-bit sRGB, orientation applied.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import numpy as np
 from rig.core.errors import RigError
 
 DEPTH_MAX_MM = 65535
+RAW_EXTS: tuple[str, ...] = (".nef", ".dng")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,10 +61,31 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     return Path(path)
 
 
+def read_raw_rgb(path: Path) -> np.ndarray:
+    """A camera RAW file (NEF, DNG) -> (H, W, 3) uint8 sRGB via rawpy/LibRaw (camera white balance).
+    Raises RigError (one line) for a missing or undecodable file or when rawpy is not installed."""
+    try:
+        import rawpy
+    except ImportError:
+        raise RigError(f"{path}: reading RAW files needs rawpy (pip install rawpy)") from None
+    if not Path(path).is_file():
+        raise RigError(f"{path}: missing or not a decodable image")
+    try:
+        with rawpy.imread(str(path)) as raw:
+            rgb = raw.postprocess(use_camera_wb=True, output_bps=8)
+    except Exception as e:  # noqa: BLE001 — LibRaw's errors (truncated, unsupported) are user errors
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RigError(f"{path}: not a decodable RAW image ({msg})") from None
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB. Raises RigError (one line) for a missing or undecodable file."""
+    """(H, W, 3) uint8 RGB (RAW files through :func:`read_raw_rgb`). Raises RigError (one line)
+    for a missing or undecodable file."""
     import cv2
 
+    if Path(path).suffix.lower() in RAW_EXTS:
+        return read_raw_rgb(path)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise RigError(f"{path}: missing or not a decodable image")
