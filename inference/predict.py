@@ -45,8 +45,9 @@ def to_tensor(rgb: np.ndarray, device: Any = "cpu"):  # -> torch.Tensor
 
 
 def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 0,
-                  device: Any = "cpu") -> Prediction:
-    """Depth for one RGB uint8 image; ``mc_samples`` > 1 uses MC-dropout (mean, std)."""
+                  device: Any = "cpu", uncertainty: str = "") -> Prediction:
+    """Depth for one RGB uint8 image; ``mc_samples`` > 1 uses MC-dropout (mean, std);
+    ``uncertainty='moments'``: sampling-free MC-dropout (:mod:`inference.moments`), one pass."""
     import torch
 
     from inference.mc_dropout import mc_predict
@@ -56,6 +57,11 @@ def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 
     model.eval()
     try:
         with torch.inference_mode():
+            if uncertainty == "moments":
+                from inference.moments import moments_predict
+
+                mean, var = moments_predict(model, x)
+                return Prediction(mean[0, 0].cpu().numpy(), var[0, 0].clamp_min(0).sqrt().cpu().numpy())
             if mc_samples and mc_samples > 1:
                 mean, var = mc_predict(model, x, samples=mc_samples, seed=seed)
                 return Prediction(mean[0, 0].cpu().numpy(), var[0, 0].clamp_min(0).sqrt().cpu().numpy())
@@ -126,7 +132,8 @@ def write_prediction(out_dir: Path, stem: str, pred: Prediction, colorize_out: b
 
 def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samples: int = 0,
                   colorize_out: bool = False, seed: int = 0, device: str = "cpu",
-                  resize: str = "auto", camind: "CamindRunner | None" = None) -> list[dict[str, Any]]:
+                  resize: str = "auto", camind: "CamindRunner | None" = None,
+                  uncertainty: str = "") -> list[dict[str, Any]]:
     """Predict every input image into ``out_dir``; returns one record per image.
 
     A camera-independent model (``camind``: an :class:`inference.camind_use.CamindRunner`, or a camind
@@ -156,7 +163,7 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
         size = loaded.meta.get("image_size_px") if resize == "auto" else None
         target = tuple(size) if size else None
         infer = lambda rgb: predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed,  # noqa: E731
-                                          device=device)
+                                          device=device, uncertainty=uncertainty)
     records = []
     used: set[str] = set()
     for f in inputs:

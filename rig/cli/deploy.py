@@ -54,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for kind, path in report.files.items():
         console.print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)")
     for name, v in report.parity.items():
-        unit = " m" if name.startswith("depth") else " (features)"
+        unit = " m" if name.startswith(("depth", "moments")) else " (features)"
         console.print(f"parity {name}: max |Δ| = {v:.2e}{unit} (onnxruntime CPU vs torch)")
     if report.mc_check:
         c = report.mc_check
@@ -66,14 +66,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
+    from rig.cli.base import resolve_uncertainty
     from rig.core.config import load_rig_config
     from rig.live import LiveOptions, run_live
 
+    mode, args.mc_samples = resolve_uncertainty(args)
     cfg = load_rig_config(args.config, overrides={"simulated.latency_scale": args.latency_scale}
                           if args.latency_scale is not None else None)
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
     opts = LiveOptions(source=args.source, model=args.model, backend=args.backend, mc_samples=args.mc_samples,
-                       max_frames=args.max_frames, save=Path(args.save) if args.save else None, show=args.show,
+                       uncertainty=mode, max_frames=args.max_frames, save=Path(args.save) if args.save else None, show=args.show,
                        serve=args.serve, host=args.host, port=args.port, threads=args.threads, providers=providers,
                        trt_cache=Path(args.trt_cache) if args.trt_cache else None, preview=not args.no_preview,
                        scene_frames=args.scene_frames, loop_source=args.loop, queue_size=args.queue,
@@ -85,6 +87,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 
 def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from rig.cli.base import add_uncertainty_args
     from rig.live import DEFAULT_SCENE_FRAMES
 
     p = sub.add_parser("live", help="live depth + uncertainty from the DSLR (or a simulated/recorded source)",
@@ -98,7 +101,7 @@ def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "(default: the shipped model, else an untrained d3net-lite)")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples for uncertainty (0 = one pass)")
+    add_uncertainty_args(p)
     p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
     p.add_argument("--save", help="session folder for this run (default out/live/<UTC time>)")
     p.add_argument("--show", action="store_true", help="show an OpenCV window (when a display exists)")
