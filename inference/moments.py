@@ -130,7 +130,9 @@ def log_normal_moments(m: Moments) -> Moments:
     mu = mu.clamp(-10.0, 10.0)
     var = var.clamp(0.0, 20.0)
     mean = torch.exp(mu + 0.5 * var)
-    return mean, (torch.exp(var) - 1.0) * mean * mean  # (expm1 has no ONNX export)
+    # exp(v) − 1 without float32 cancellation for small v (torch.expm1 has no ONNX export)
+    em1 = torch.where(var < 1e-3, var * (1.0 + 0.5 * var), torch.exp(var) - 1.0)
+    return mean, em1 * mean * mean
 
 
 def module_moments(mod: nn.Module, m: Moments) -> Moments:

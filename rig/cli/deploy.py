@@ -34,6 +34,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-mc", action="store_true", help="skip the MC-dropout trunk/decoder graphs")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
+    p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx: the depth graph statically "
+                   "quantised (onnxruntime, calibrated on training images of the DFD data when present)")
     p.set_defaults(func=cmd_export)
     return p
 
@@ -61,6 +63,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"MC-dropout ({int(c['samples'])} samples): max |Δmean| = {c['max_abs_mean_diff_m']:.2e} m, "
                       f"mean σ onnx {c['mean_std_onnx_m']:.2e} m vs torch {c['mean_std_torch_m']:.2e} m "
                       f"(ratio {c['std_ratio']:.2f}; masks differ by design)")
+    if args.int8:
+        from inference.quantize import calibration_inputs, int8_path, quantize_int8
+
+        if args.fp16:
+            raise RigError("--int8: quantises the fp32 graph; leave out --fp16")
+        xs, note = calibration_inputs((args.width, args.height), meta)
+        q = quantize_int8(report.files["depth"], int8_path(report.files["depth"]), xs)
+        console.print(f"wrote {q} (int8, {q.stat().st_size / 1e6:.1f} MB; calibrated on {note})")
     console.print(f"export took {report.seconds:.1f} s")
     return 0
 
