@@ -289,10 +289,11 @@ class DepthEngine:
     model: the depth graph FILE.onnx (its FILE.trunk.onnx / FILE.decoder.onnx are found next to it).
     warm_size: (width, height) to warm up at (default: the graph's fixed size or 645x432).
     mc: also load the MC-dropout graphs (needed by :meth:`predict_mc`).
+    moments: also load the sampling-free moments graph FILE.moments.onnx (:meth:`predict_moments`).
     """
 
     def __init__(self, model: str | Path, config: EngineConfig | None = None,
-                 warm_size: tuple[int, int] | None = None, mc: bool = False) -> None:
+                 warm_size: tuple[int, int] | None = None, mc: bool = False, moments: bool = False) -> None:
         from inference.onnx_graph import DEPTH_OUTPUT, INPUT_NAME, companion_paths, read_onnx_meta
 
         self.config = config or EngineConfig()
@@ -331,6 +332,15 @@ class DepthEngine:
             else:
                 self.decoders = [make_session(decoder_path, self.config)[0]]
             self.decoder = self.decoders[0]
+        self.moments = None
+        if moments:
+            from inference.onnx_graph import moments_path
+
+            mp = moments_path(self.path)
+            if not mp.is_file():
+                raise RigError(f"{mp}: missing — moments uncertainty needs the graph written by `rig export` "
+                               "(re-export without --no-mc)")
+            self.moments, _, _ = make_session(mp, self.config)
         self._bindings: dict[tuple[int, ...], tuple[Any, Any, np.ndarray | None]] = {}
         size = warm_size or self.fixed_size or (645, 432)
         t0 = time.perf_counter()
@@ -376,6 +386,24 @@ class DepthEngine:
             return out_np[0, 0].copy()
         return b.copy_outputs_to_cpu()[0][0, 0]
 
+    @property
+    def has_aleatoric(self) -> bool:
+        """True for a dfdnet graph, whose second output is the aleatoric σ (m)."""
+        from inference.onnx_graph import ALEATORIC_OUTPUT
+
+        return any(o.name == ALEATORIC_OUTPUT for o in self.session.get_outputs())
+
+    def predict_with_std(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One pass -> (depth (H, W) m, aleatoric σ (H, W) m, or None when the graph has no σ head)."""
+        from inference.onnx_graph import ALEATORIC_OUTPUT
+
+        if not self.has_aleatoric:
+            return self.predict(rgb), None
+        x = to_input(rgb)
+        self._check_size(x)
+        depth, std = self.session.run([self.output_name, ALEATORIC_OUTPUT], {self.input_name: x})
+        return depth[0, 0], std[0, 0]
+
     # -- MC-dropout ------------------------------------------------------------------------------
     def mc_workers(self) -> int:
         """Decoder workers: on the CPU provider one per intra-op thread (``config.mc_workers`` or
@@ -405,6 +433,15 @@ class DepthEngine:
         return mc_from_sessions(self.trunk, self.decoders, x, samples, self.mc_chunk(h, w, samples),
                                 self.device, self.config.device_id, executor=self._executor)
 
+    def predict_moments(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sampling-free MC-dropout (:mod:`inference.moments`): (mean depth, std) (H, W) float32 m, one pass."""
+        if self.moments is None:
+            raise RigError("this engine was made without the moments graph (DepthEngine(..., moments=True))")
+        x = to_input(rgb)
+        self._check_size(x)
+        mean, std = self.moments.run(None, {self.input_name: x})
+        return mean[0, 0], std[0, 0]
+
     def close(self) -> None:
         """Stop the decoder worker threads (sessions are freed with the engine)."""
         if self._executor is not None:
@@ -417,6 +454,8 @@ class DepthEngine:
         img = np.zeros((h, w, 3), np.uint8)
         for _ in range(max(0, int(self.config.warmup))):
             self.predict(img)
+            if self.moments is not None:
+                self.predict_moments(img)
             if self.trunk is not None:
                 self.predict_mc(img, 2)
 

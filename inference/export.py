@@ -37,8 +37,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from inference.onnx_graph import (DEPTH_OUTPUT, INPUT_NAME, _write_model, companion_paths,  # noqa: F401 — re-exported
-                                 read_onnx_meta, reseed_dropout, set_onnx_meta, toposort_graph)
+from inference.onnx_graph import (ALEATORIC_OUTPUT, DEPTH_OUTPUT, INPUT_NAME, MOMENTS_OUTPUTS,  # noqa: F401
+                                 _write_model, companion_paths, moments_path, read_onnx_meta, reseed_dropout,
+                                 set_onnx_meta, toposort_graph)
 from rig.core.errors import RigError
 
 OPSET = 17
@@ -128,11 +129,30 @@ def _graph_modules():  # classes need torch: built on first use so importing thi
             super().__init__()
             self.net = net
 
-        def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        def forward(self, rgb: torch.Tensor) -> Any:
             h, w = rgb.shape[-2], rgb.shape[-1]
             trunk = self.net.trunk(_pad_to_stride_dynamic(rgb, STRIDE))
             trunk["size"] = (h, w)  # symbolic: the crop back follows the input size
+            if hasattr(self.net, "decode_dist"):  # dfdnet: depth and its aleatoric std
+                mu, log_b = self.net.decode_dist(trunk, 1)
+                return mu.exp(), aleatoric_std_m(mu, log_b)
             return self.net.decode(trunk, 1)
+
+    class MomentsGraph(nn.Module):
+        """rgb (B, 3, H, W) -> (mean depth, epistemic std) (B, 1, H, W): sampling-free MC-dropout."""
+
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            from inference.moments import log_depth_moments, log_normal_moments
+
+            h, w = rgb.shape[-2], rgb.shape[-1]
+            trunk = self.net.trunk(_pad_to_stride_dynamic(rgb, STRIDE))
+            trunk["size"] = (h, w)
+            mean, var = log_normal_moments(log_depth_moments(self.net, trunk))
+            return mean, var.clamp_min(0.0).sqrt()
 
     class TrunkGraph(nn.Module):
         """rgb (1, 3, H, W) -> the flattened trunk tensors (at the padded size's scales)."""
@@ -166,7 +186,12 @@ def _graph_modules():  # classes need torch: built on first use so importing thi
             m2 = (dev * dev).sum(0, keepdim=True)
             return mean, m2
 
-    return DepthGraph, TrunkGraph, DecoderGraph
+    return DepthGraph, TrunkGraph, DecoderGraph, MomentsGraph
+
+
+def aleatoric_std_m(mu: Any, log_b: Any) -> Any:
+    """Depth std (m) of a Laplace(μ, b) log-depth, to first order: exp(μ)·√2·b."""
+    return mu.exp() * log_b.exp() * 2.0 ** 0.5
 
 
 @contextmanager
@@ -280,7 +305,7 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
         raise RigError(f"{out}: the output file must end in .onnx")
     t_start = time.perf_counter()
     net = net.float().eval()
-    DepthGraph, TrunkGraph, DecoderGraph = _graph_modules()
+    DepthGraph, TrunkGraph, DecoderGraph, MomentsGraph = _graph_modules()
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, height, width, generator=gen)
     arch = getattr(net, "arch", "") or type(net).__name__
@@ -292,12 +317,19 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
     trunk_path, decoder_path = companion_paths(out)
     img_axes = {0: "batch", 2: "height", 3: "width"}
 
-    _torch_export(DepthGraph(net), (example,), out, [INPUT_NAME], [DEPTH_OUTPUT],
-                  {INPUT_NAME: img_axes, DEPTH_OUTPUT: img_axes} if dynamic else None, opset)
-    depth_meta = dict(base, **{"rig.graph": "depth"})
+    depth_outputs = [DEPTH_OUTPUT] + ([ALEATORIC_OUTPUT] if hasattr(net, "decode_dist") else [])
+    _torch_export(DepthGraph(net), (example,), out, [INPUT_NAME], depth_outputs,
+                  {n: img_axes for n in [INPUT_NAME, *depth_outputs]} if dynamic else None, opset)
+    depth_meta = dict(base, **{"rig.graph": "depth", "rig.outputs": json.dumps(depth_outputs)})
+    mom_path = moments_path(out)
     if mc:
         depth_meta["rig.mc_trunk"] = trunk_path.name
         depth_meta["rig.mc_decoder"] = decoder_path.name
+        depth_meta["rig.moments"] = mom_path.name
+        _torch_export(MomentsGraph(net), (example,), mom_path, [INPUT_NAME], list(MOMENTS_OUTPUTS),
+                      {n: img_axes for n in [INPUT_NAME, *MOMENTS_OUTPUTS]} if dynamic else None, opset)
+        _finish(mom_path, dict(base, **{"rig.graph": "moments"}), fp16, False)
+        files["moments"] = mom_path
 
     if mc:
         with torch.inference_mode():
@@ -323,7 +355,7 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
         depth_meta.update(mc_meta)
 
     else:  # companions of an earlier export under this name would not match this graph
-        for stale in (trunk_path, decoder_path):
+        for stale in (trunk_path, decoder_path, mom_path):
             stale.unlink(missing_ok=True)
     _finish(out, depth_meta, fp16, False)
     report = ExportReport(files=files)
@@ -335,6 +367,7 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
         if mc:
             report.parity[f"trunk {width}x{height}"] = trunk_parity_max_abs(net, trunk_path, height, width)
             report.mc_check = mc_check(net, out, height, width, samples=mc_check_samples)
+            report.parity[f"moments {width}x{height}"] = moments_parity_max_abs(net, mom_path, height, width)
         set_onnx_meta(out, {"rig.parity_max_abs": json.dumps(report.parity),
                             "rig.mc_check": json.dumps(report.mc_check)})
     report.seconds = time.perf_counter() - t_start
@@ -377,13 +410,26 @@ def parity_max_abs_m(net: Any, onnx_path: str | Path, height: int, width: int, s
 
     x = _random_rgb(height, width, seed, batch)
     sess = _cpu_session(Path(onnx_path))
-    got = sess.run([DEPTH_OUTPUT], {INPUT_NAME: x})[0]
+    got = sess.run([DEPTH_OUTPUT], {INPUT_NAME: x})[0]  # (a dfdnet graph's aleatoric std is not compared)
     net.eval()
     with torch.inference_mode():
         ref = net(torch.from_numpy(x)).numpy()
     if got.shape != ref.shape:
         raise RigError(f"{onnx_path}: output shape {got.shape} differs from torch's {ref.shape}")
     return float(np.abs(got.astype(np.float64) - ref).max())
+
+
+def moments_parity_max_abs(net: Any, path: str | Path, height: int, width: int, seed: int = 1) -> float:
+    """max |Δ| (m) over the moments graph's mean depth and std, onnxruntime vs torch."""
+    import torch
+
+    from inference.moments import moments_predict
+
+    x = _random_rgb(height, width, seed)
+    got = _cpu_session(Path(path)).run(list(MOMENTS_OUTPUTS), {INPUT_NAME: x})
+    mean, var = moments_predict(net, torch.from_numpy(x))
+    ref = (mean.numpy(), var.clamp_min(0).sqrt().numpy())
+    return float(max(np.abs(g.astype(np.float64) - r).max() for g, r in zip(got, ref)))
 
 
 def trunk_parity_max_abs(net: Any, trunk_path: str | Path, height: int, width: int, seed: int = 1) -> float:

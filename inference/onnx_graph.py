@@ -16,6 +16,8 @@ from rig.core.errors import RigError
 
 INPUT_NAME = "rgb"
 DEPTH_OUTPUT = "depth_m"
+ALEATORIC_OUTPUT = "aleatoric_std_m"  # second output of a dfdnet depth graph
+MOMENTS_OUTPUTS = ("depth_m", "std_m")  # the moments graph: mean depth and epistemic std
 
 
 def _write_model(path: Path, data: bytes) -> None:
@@ -108,3 +110,10 @@ def companion_paths(depth_path: str | Path) -> tuple[Path, Path]:
     p = Path(depth_path)
     stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
     return p.with_name(f"{stem}.trunk.onnx"), p.with_name(f"{stem}.decoder.onnx")
+
+
+def moments_path(depth_path: str | Path) -> Path:
+    """FILE.onnx -> FILE.moments.onnx (sampling-free MC-dropout graph)."""
+    p = Path(depth_path)
+    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.moments.onnx")

@@ -56,12 +56,14 @@ def to_tensor(rgb: np.ndarray, device: Any = "cpu"):  # -> torch.Tensor
 
 
 def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 0,
-                  device: Any = "cpu", flip_tta: bool = False) -> Prediction:
+                  device: Any = "cpu", flip_tta: bool = False, uncertainty: str = "") -> Prediction:
     """Depth for one RGB uint8 image (H, W, 3) -> Prediction (depth_m, std_m), both (H, W) metres.
 
-    ``mc_samples`` > 1: MC-dropout mean and std. Otherwise one pass; a network with an aleatoric
-    head (``forward_dist``, e.g. ``dfdnet``) also returns its predicted σ. ``flip_tta``: average the
-    log-depth (and log-scale) of the image and its mirror image (aleatoric networks only).
+    ``mc_samples`` > 1: MC-dropout mean and std. ``uncertainty='moments'``: sampling-free MC-dropout
+    (:mod:`inference.moments`), one pass. Otherwise one pass; a network with an aleatoric head
+    (``forward_dist``, e.g. ``dfdnet``) also returns its predicted σ (``uncertainty='none'`` drops it).
+    ``flip_tta``: average the log-depth (and log-scale) of the image and its mirror image (aleatoric
+    networks only).
     """
     import torch
 
@@ -72,10 +74,18 @@ def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 
     model.eval()
     try:
         with torch.inference_mode():
+            if uncertainty == "moments":
+                from inference.moments import moments_predict
+
+                mean, var = moments_predict(model, x)
+                return Prediction(mean[0, 0].cpu().numpy(), var[0, 0].clamp_min(0).sqrt().cpu().numpy())
             if mc_samples and mc_samples > 1:
                 mean, var = mc_predict(model, x, samples=mc_samples, seed=seed)
                 return Prediction(mean[0, 0].cpu().numpy(), var[0, 0].clamp_min(0).sqrt().cpu().numpy())
-            if hasattr(model, "forward_dist"):
+            if uncertainty == "aleatoric" and not hasattr(model, "forward_dist"):
+                raise RigError(f"--uncertainty aleatoric: this {getattr(model, 'arch', '')} model has no σ head "
+                               "(use mc or moments)")
+            if hasattr(model, "forward_dist") and uncertainty != "none":
                 from inference.losses import depth_std_m
 
                 mu, log_b = model.forward_dist(x)
@@ -233,7 +243,7 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
                   colorize_out: bool = False, seed: int = 0, device: str = "cpu",
                   resize: str = "auto", camind: "CamindRunner | None" = None, *, cfg: "RigConfig | None" = None,
                   depth_range_m: tuple[float, float] | None = None, ply: bool = False,
-                  warn: Any = None) -> list[dict[str, Any]]:
+                  warn: Any = None, uncertainty: str = "") -> list[dict[str, Any]]:
     """Predict every input image into ``out_dir``; returns one record per image.
 
     ``cfg`` (default: the simulated preset, whose DSLR has the D200's field of view) gives the DSLR
@@ -279,7 +289,7 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
         target = tuple(size) if size else None
         trained = trained_optics(loaded.meta)
         infer = lambda rgb: predict_image(loaded.model, rgb, mc_samples=mc_samples, seed=seed,  # noqa: E731
-                                          device=device)
+                                          device=device, uncertainty=uncertainty)
     records = []
     used: set[str] = set()
     first_size: list[tuple[int, int]] = []

@@ -316,7 +316,9 @@ def onnx_for(model_ref: str, size: tuple[int, int], cache_dir: Path | None = Non
         key = f"{p.stem}-{_file_digest(p)}"
         net = meta = source = None  # type: ignore[assignment]
     out = Path(cache_dir or os.environ.get("RIG_ONNX_CACHE") or ONNX_CACHE) / f"{key}-{w}x{h}.onnx"
-    if not (out.is_file() and all(p.is_file() for p in companion_paths(out))):
+    from inference.onnx_graph import moments_path
+
+    if not (out.is_file() and all(p.is_file() for p in (*companion_paths(out), moments_path(out)))):
         if net is None:
             net, meta, source = load_net(model_ref)
         export_model(net, out, height=h, width=w, dynamic=False, source=source, model_meta=meta, check=False)
@@ -326,11 +328,15 @@ def onnx_for(model_ref: str, size: tuple[int, int], cache_dir: Path | None = Non
 def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: int = 0,
                   size: tuple[int, int] = (645, 432), threads: int = 0, providers: tuple[str, ...] | None = None,
                   trt_cache: Path | None = None, seed: int = 0, spin: bool = False,
-                  onnx_cache: Path | None = None, cfg: "RigConfig | None" = None) -> Backend:
+                  onnx_cache: Path | None = None, cfg: "RigConfig | None" = None,
+                  uncertainty: str = "") -> Backend:
     """The inference function: onnxruntime (an .onnx file, or a torch model exported and cached) or
     torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None). A
     camera-independent (camind) model runs in torch with ``cfg``'s k_cam and γ (default: the
-    simulated preset); see :func:`camind_backend`."""
+    simulated preset); see :func:`camind_backend`. ``uncertainty='moments'``: sampling-free
+    MC-dropout (:mod:`inference.moments`), (mean, std) in one pass."""
+    if uncertainty == "moments" and mc_samples:
+        raise RigError("--uncertainty moments: takes no --mc-samples (it is sampling-free)")
     if mc_samples == 1 or mc_samples < 0:
         raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
     ref = model_ref or default_model()
@@ -340,6 +346,8 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
 
     camind_path = camind_model_path(ref)
     if camind_path is not None:
+        if uncertainty == "moments":
+            raise RigError("--uncertainty moments: camera-independent models have no dropout uncertainty")
         return camind_backend(camind_path, cfg, backend=backend, mc_samples=mc_samples, threads=threads)
     if backend == "auto":
         try:
@@ -354,11 +362,20 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
         path = Path(ref) if str(ref).endswith(".onnx") else onnx_for(ref, size, onnx_cache)
         cfg = EngineConfig(providers=tuple(providers or DEFAULT_PROVIDERS), threads=threads,
                            trt_cache_dir=Path(trt_cache or DEFAULT_TRT_CACHE), spin=spin)
-        engine = DepthEngine(path, cfg, warm_size=size, mc=mc_samples >= 2)
-        if mc_samples >= 2:
+        engine = DepthEngine(path, cfg, warm_size=size, mc=mc_samples >= 2, moments=uncertainty == "moments")
+        if uncertainty == "moments":
+            def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                return engine.predict_moments(rgb)
+        elif mc_samples >= 2:
             def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
                 return engine.predict_mc(rgb, mc_samples)
+        elif engine.has_aleatoric and uncertainty != "none":
+            def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                return engine.predict_with_std(rgb)
         else:
+            if uncertainty == "aleatoric":
+                raise RigError(f"--uncertainty aleatoric: {ref} has no σ head (use mc or moments)")
+
             def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
                 return engine.predict(rgb), None
         return Backend(infer=infer, description=engine.describe(), model=str(ref), onnx=str(path), engine=engine)
@@ -376,7 +393,7 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
     net, _, _ = load_net(ref)
 
     def infer_torch(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        pred = predict_image(net, rgb, mc_samples=mc_samples, seed=seed)
+        pred = predict_image(net, rgb, mc_samples=mc_samples, seed=seed, uncertainty=uncertainty)
         return pred.depth_m, pred.std_m
 
     return Backend(infer=infer_torch, description=f"torch eager ({torch.get_num_threads()} thread(s))", model=str(ref))
@@ -466,6 +483,7 @@ class LiveOptions:
     model: str | None = None
     backend: str = "auto"
     mc_samples: int = 0
+    uncertainty: str = ""
     max_frames: int | None = None
     save: Path | None = None
     show: bool = False
@@ -537,7 +555,8 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
 
     size = tuple(int(v) for v in cfg.output.size_px)
     lo, hi = opts.depth_range_m
-    backend = build_backend(opts.model, backend=opts.backend, mc_samples=opts.mc_samples, size=size,  # type: ignore[arg-type]
+    backend = build_backend(opts.model, backend=opts.backend, mc_samples=opts.mc_samples,
+                            uncertainty=opts.uncertainty, size=size,  # type: ignore[arg-type]
                             threads=opts.threads, providers=opts.providers, trt_cache=opts.trt_cache,
                             onnx_cache=opts.onnx_cache, cfg=cfg)
     for note in backend.notes:

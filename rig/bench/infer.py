@@ -77,8 +77,15 @@ def deploy_section(args: argparse.Namespace) -> dict[str, Any]:
     return run_deploy(args)
 
 
+def uncertainty_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 14's figures: moments uncertainty, agreement with MC-50, int8 (prints its own table)."""
+    from rig.bench.uncertainty import run as run_uncertainty
+
+    return run_uncertainty(args)
+
+
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = [
-    ("torch", torch_section), ("deploy", deploy_section)]
+    ("torch", torch_section), ("deploy", deploy_section), ("uncertainty", uncertainty_section)]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,9 +93,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
+    from rig.bench.uncertainty import summary
+
     figures: dict[str, Any] = {}
     for name, section in SECTIONS:
         figures[name] = section(args)
+    figures["summary"] = summary(figures)
     tf = figures["torch"]
     t = Table(title=f"MC-dropout, {tf['samples']} samples, {tf['image_px'][0]}x{tf['image_px'][1]} px, "
               f"{tf['threads']} thread(s), median of {tf['repeats']}")
@@ -103,4 +113,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     Console().print(t)
     if any(m["naive_repeats"] == 1 for m in tf["models"].values()):
         print(f"* naive MC timed once (one repeat would exceed {NAIVE_BUDGET_S:.0f} s)")
+    print("summary: " + ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} -"
+                                  for k, v in figures["summary"].items()))
     return figures

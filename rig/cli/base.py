@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rig.core.errors import RigError
+
 
 class _DefaultsFormatter(argparse.HelpFormatter):
     """Help that shows each option's default, unless its help text already names one."""
@@ -34,3 +36,31 @@ def add_group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse
     p = sub.add_parser(name, help=help, description=help)
     p.set_defaults(_group_parser=p)
     return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", parser_class=_Parser)
+
+
+UNCERTAINTY_CHOICES = ("none", "mc", "moments", "aleatoric")
+
+
+def add_uncertainty_args(p: argparse.ArgumentParser) -> None:
+    """``--uncertainty none|mc|moments|aleatoric`` and ``--mc-samples N`` (paper 1: 50)."""
+    p.add_argument("--uncertainty", choices=UNCERTAINTY_CHOICES, default=None,
+                   help="none (one pass, no σ), mc (MC-dropout, --mc-samples samples, default 50), moments "
+                   "(sampling-free MC-dropout: dropout moments propagated through the decoder, one pass) or "
+                   "aleatoric (the σ head of dfdnet models, one pass); default: mc when --mc-samples is "
+                   "given, else the model's own σ (aleatoric for dfdnet models, none otherwise)")
+    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (paper 1: 50); 0 = one pass")
+
+
+def resolve_uncertainty(args: argparse.Namespace) -> tuple[str, int]:
+    """(mode, MC samples) from ``--uncertainty`` / ``--mc-samples``; mode '' = the model's own σ."""
+    mode, k = args.uncertainty, int(args.mc_samples)
+    if mode is None:
+        mode = "mc" if k else ""
+    if mode == "mc":
+        k = k or 50
+        if k < 2:
+            raise RigError("--mc-samples: use at least 2 samples with --uncertainty mc")
+        return "mc", k
+    if k:
+        raise RigError(f"--mc-samples: only with --uncertainty mc (got --uncertainty {mode})")
+    return mode, 0

@@ -34,6 +34,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-mc", action="store_true", help="skip the MC-dropout trunk/decoder graphs")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
+    p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx: the depth graph statically "
+                   "quantised (onnxruntime, calibrated on training images of the DFD data when present)")
     p.set_defaults(func=cmd_export)
     return p
 
@@ -54,26 +56,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     for kind, path in report.files.items():
         console.print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)")
     for name, v in report.parity.items():
-        unit = " m" if name.startswith("depth") else " (features)"
+        unit = " m" if name.startswith(("depth", "moments")) else " (features)"
         console.print(f"parity {name}: max |Δ| = {v:.2e}{unit} (onnxruntime CPU vs torch)")
     if report.mc_check:
         c = report.mc_check
         console.print(f"MC-dropout ({int(c['samples'])} samples): max |Δmean| = {c['max_abs_mean_diff_m']:.2e} m, "
                       f"mean σ onnx {c['mean_std_onnx_m']:.2e} m vs torch {c['mean_std_torch_m']:.2e} m "
                       f"(ratio {c['std_ratio']:.2f}; masks differ by design)")
+    if args.int8:
+        from inference.quantize import calibration_inputs, int8_path, quantize_int8
+
+        if args.fp16:
+            raise RigError("--int8: quantises the fp32 graph; leave out --fp16")
+        xs, note = calibration_inputs((args.width, args.height), meta)
+        q = quantize_int8(report.files["depth"], int8_path(report.files["depth"]), xs)
+        console.print(f"wrote {q} (int8, {q.stat().st_size / 1e6:.1f} MB; calibrated on {note})")
     console.print(f"export took {report.seconds:.1f} s")
     return 0
 
 
 def cmd_live(args: argparse.Namespace) -> int:
+    from rig.cli.base import resolve_uncertainty
     from rig.core.config import load_rig_config
     from rig.live import LiveOptions, run_live
 
+    mode, args.mc_samples = resolve_uncertainty(args)
     cfg = load_rig_config(args.config or "simulated", overrides={"simulated.latency_scale": args.latency_scale}
                           if args.latency_scale is not None else None)
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
     opts = LiveOptions(source=args.source, model=args.model, backend=args.backend, mc_samples=args.mc_samples,
-                       max_frames=args.max_frames, save=Path(args.save) if args.save else None, show=args.show,
+                       uncertainty=mode, max_frames=args.max_frames, save=Path(args.save) if args.save else None, show=args.show,
                        serve=args.serve, host=args.host, port=args.port, threads=args.threads, providers=providers,
                        trt_cache=Path(args.trt_cache) if args.trt_cache else None, preview=not args.no_preview,
                        scene_frames=args.scene_frames, loop_source=args.loop, queue_size=args.queue,
@@ -86,6 +98,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 
 def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from rig.cli.base import add_uncertainty_args
     from rig.live import DEFAULT_SCENE_FRAMES
 
     p = sub.add_parser("live", help="live depth + uncertainty from the DSLR (or a simulated/recorded source)",
@@ -100,7 +113,7 @@ def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "(default: the shipped model, else an untrained d3net-lite)")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples for uncertainty (0 = one pass)")
+    add_uncertainty_args(p)
     p.add_argument("--max-frames", type=int, help="stop after this many captured frames")
     p.add_argument("--save", help="session folder for this run (default out/live/<UTC time>); depth maps with "
                    "camera_intrinsic.json (Open3D)")

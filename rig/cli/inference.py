@@ -41,6 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from rig.cli.base import add_uncertainty_args
+
     p = sub.add_parser("train", help="train D3-Net / d3net-lite on a dataset (DDP via torchrun)",
                        description="Train a depth network from a training config (configs/train/*.yaml or a "
                        "preset name). Multi-process: torchrun --nproc_per_node N -m rig.cli train ...")
@@ -82,7 +84,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model file, run folder or shipped name (dfd-n2.8, dfd-n8)")
     p.add_argument("--input", required=True, help="image file or folder of images")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (paper 1: 50); 0 = one pass")
+    add_uncertainty_args(p)
     p.add_argument("--colorize", action="store_true", help="also write colourised depth (and uncertainty) PNGs "
                    "on a fixed range with a colour bar in metres")
     p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), dest="depth_range",
@@ -194,9 +196,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from inference.predict import _device, list_inputs, predict_files
+    from rig.cli.base import resolve_uncertainty
 
     if args.mc_samples < 0 or args.mc_samples == 1:
         raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
+    mode, args.mc_samples = resolve_uncertainty(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     depth_range = parse_depth_range(getattr(args, "depth_range", None))
@@ -215,7 +219,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     records = predict_files(args.model, inputs, Path(args.out), mc_samples=args.mc_samples,
                             colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize,
                             camind=camind, cfg=cfg, depth_range_m=depth_range, ply=args.ply,
-                            warn=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
+                            warn=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True),
+                            uncertainty=mode)
     for r in records:
         extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
         if camind is not None and r["size_px"][0] != camind.ref_width_px:

@@ -1,0 +1,241 @@
+"""Sampling-free MC-dropout: the mean and variance of the dropout noise propagated through the decoder.
+
+Postels et al., ICCV 2019 ("Sampling-free epistemic uncertainty estimation using approximated
+variance propagation") and Brach et al. 2020 ("Single shot MC dropout approximation"): instead of K
+stochastic decoder passes, one pass carries a (mean, variance) pair per activation, assuming the
+activations of a layer are independent Gaussians:
+
+* dropout p (inverted, keep q = 1 - p): mean μ, variance v / q + μ² p / q;
+* convolution (and transposed convolution): mean through the weights (+ bias), variance through the
+  squared weights;
+* batch norm in eval mode is affine: mean a·μ + b, variance a²·v;
+* ReLU / LeakyReLU: the moments of a rectified Gaussian (Φ, φ of μ/σ);
+* bilinear resizing: mean resized, standard deviation resized (neighbours share their dropped units,
+  so they are treated as fully correlated);
+* additive skips from the trunk are deterministic: they shift the mean only;
+* the log-depth head: depth = exp(log-depth) with the log-normal moments
+  E = exp(μ + v/2), Var = (exp(v) − 1)·exp(2μ + v).
+
+The decoders are walked module by module (:func:`module_moments` dispatches on the module type);
+:data:`DECODERS` holds the per-architecture order of those modules (d3net, d3net-lite, dfdnet). The
+trunk (everything before the first dropout) is the network's own, run once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from inference.model import D3Net, D3NetLite, DepthNet, DfdNet, McDropout, _add_broadcast
+
+Moments = tuple[torch.Tensor, torch.Tensor]  # (mean, variance), same shape
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_VAR_FLOOR = 1e-12
+
+
+def dropout_moments(m: Moments, p: float) -> Moments:
+    """Inverted dropout with drop probability ``p``: mean kept, variance v/q + μ²·p/q."""
+    mean, var = m
+    if p <= 0.0:
+        return m
+    q = 1.0 - p
+    return mean, var / q + mean * mean * (p / q)
+
+
+def conv_moments(conv: nn.Module, m: Moments, weight_slice: slice | None = None,
+                 bias: bool = True) -> Moments:
+    """Conv2d / ConvTranspose2d: mean through W (+ bias), variance through W² (no bias).
+
+    ``weight_slice`` picks input channels of the weight (D3-Net's decoder half of a concatenation).
+    """
+    mean, var = m
+    w = conv.weight
+    if weight_slice is not None:
+        w = w[weight_slice] if isinstance(conv, nn.ConvTranspose2d) else w[:, weight_slice]
+    b = conv.bias if bias else None
+    if isinstance(conv, nn.ConvTranspose2d):
+        kw = dict(stride=conv.stride, padding=conv.padding, output_padding=conv.output_padding,
+                  groups=conv.groups, dilation=conv.dilation)
+        return F.conv_transpose2d(mean, w, b, **kw), F.conv_transpose2d(var, w * w, None, **kw)
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+    out_mean = F.conv2d(mean, w, b, **kw)
+    if SPATIAL_CORRELATED and w.shape[-1] > 1 and conv.groups == 1:
+        return out_mean, _spatially_correlated_var(var, w, kw)
+    return out_mean, F.conv2d(var, w * w, None, **kw)
+
+
+SPATIAL_CORRELATED = True
+
+
+def _spatially_correlated_var(var: torch.Tensor, w: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
+    """Variance through a k x k conv when a channel's neighbouring pixels are fully correlated and
+    channels independent: Σ_c (Σ_k w[o, c, k] σ[c, k])²."""
+    o, c, kh, kww = w.shape
+    sd = torch.sqrt(var.clamp_min(0.0))
+    per = F.conv2d(sd, w.transpose(0, 1).reshape(c * o, 1, kh, kww), None, stride=kw["stride"],
+                   padding=kw["padding"], dilation=kw["dilation"], groups=c)
+    b, _, h, ww = per.shape
+    return per.mul_(per).view(b, c, o, h, ww).sum(1)
+
+
+def batchnorm_moments(bn: nn.BatchNorm2d, m: Moments) -> Moments:
+    """Eval-mode batch norm, an affine map per channel."""
+    mean, var = m
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    s = scale.view(1, -1, 1, 1)
+    return mean * s + shift.view(1, -1, 1, 1), var * (s * s)
+
+
+def leaky_relu_moments(m: Moments, slope: float = 0.0) -> Moments:
+    """max(x, 0) + slope·min(x, 0) of x ~ N(μ, v): its mean and variance (slope 0: ReLU)."""
+    mean, var = m
+    var = var.clamp_min(_VAR_FLOOR)
+    sd = torch.sqrt(var)
+    a = mean / sd
+    cdf = 0.5 * (1.0 + torch.erf(a * _INV_SQRT2))
+    pdf = torch.exp(-0.5 * a * a) * _INV_SQRT2PI
+    # E[x 1{x>0}] and E[x² 1{x>0}]; the negative side is the rest of E[x], E[x²]
+    e_pos = mean * cdf + sd * pdf
+    e2_pos = (mean * mean + var) * cdf + mean * sd * pdf
+    if slope == 0.0:
+        return e_pos, (e2_pos - e_pos * e_pos).clamp_min(0.0)
+    e_neg = mean - e_pos
+    e2_neg = mean * mean + var - e2_pos
+    e1 = e_pos + slope * e_neg
+    return e1, (e2_pos + slope * slope * e2_neg - e1 * e1).clamp_min(0.0)
+
+
+def resize_moments(m: Moments, size: Any) -> Moments:
+    """Bilinear resize (align_corners False): mean and standard deviation resized."""
+    mean, var = m
+    up_mean = F.interpolate(mean, size=size, mode="bilinear", align_corners=False)
+    up_sd = F.interpolate(torch.sqrt(var.clamp_min(0.0)), size=size, mode="bilinear", align_corners=False)
+    return up_mean, up_sd * up_sd
+
+
+def add_deterministic(m: Moments, skip: torch.Tensor) -> Moments:
+    """x + skip with a deterministic skip (the trunk's projections): the mean moves, the variance stays."""
+    return _add_broadcast(m[0], skip), m[1]
+
+
+def log_normal_moments(m: Moments) -> Moments:
+    """Moments of exp(L) for L ~ N(μ, v): (exp(μ + v/2), (exp(v) − 1)·exp(2μ + v)); μ clamped as the heads do."""
+    mu, var = m
+    mu = mu.clamp(-10.0, 10.0)
+    var = var.clamp(0.0, 20.0)
+    mean = torch.exp(mu + 0.5 * var)
+    # exp(v) − 1 without float32 cancellation for small v (torch.expm1 has no ONNX export)
+    em1 = torch.where(var < 1e-3, var * (1.0 + 0.5 * var), torch.exp(var) - 1.0)
+    return mean, em1 * mean * mean
+
+
+def module_moments(mod: nn.Module, m: Moments) -> Moments:
+    """Propagate through one module of the decoders' vocabulary (containers are walked in order)."""
+    if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+        return conv_moments(mod, m)
+    if isinstance(mod, nn.BatchNorm2d):
+        return batchnorm_moments(mod, m)
+    if isinstance(mod, McDropout):
+        return dropout_moments(m, mod.p)
+    if isinstance(mod, nn.ReLU):
+        return leaky_relu_moments(m, 0.0)
+    if isinstance(mod, nn.LeakyReLU):
+        return leaky_relu_moments(m, float(mod.negative_slope))
+    if isinstance(mod, (nn.Identity, nn.Dropout)):  # nn.Dropout is off outside training
+        return m
+    if isinstance(mod, nn.Sequential):
+        for child in mod:
+            m = module_moments(child, m)
+        return m
+    if hasattr(mod, "conv") and hasattr(mod, "bn") and hasattr(mod, "drop"):  # _LiteConv: conv-BN-drop-ReLU
+        m = batchnorm_moments(mod.bn, conv_moments(mod.conv, m))
+        return drop_relu_moments(mod.drop, m)
+    raise TypeError(f"no moment propagation for {type(mod).__name__}")
+
+
+def drop_relu_moments(drop: nn.Module, m: Moments) -> Moments:
+    """ReLU(dropout(x)) = dropout(ReLU(x)) (the mask scales by 0 or 1/q >= 0): the ReLU sees x's
+    Gaussian, not the dropout's two-point mixture, and the dropout moments are then exact."""
+    return module_moments(drop, leaky_relu_moments(m, 0.0))
+
+
+def _lite_rest(mod: nn.Module, pre: torch.Tensor) -> Moments:
+    """A _LiteConv's part after ``first``: dropout, ReLU, from the deterministic pre-activation."""
+    return drop_relu_moments(mod.drop, (pre, torch.zeros_like(pre)))
+
+
+def _skip_unet_moments(net: DepthNet, trunk: dict[str, Any], steps: list[tuple[str, str]]) -> Moments:
+    """d3net-lite / dfdnet: dec5a.rest, dec5b, then (resize to skip, add skip, conv block) per step."""
+    m = module_moments(net.dec5b, _lite_rest(net.dec5a, trunk["pre"]))
+    for block, skip in steps:
+        s = trunk[skip]
+        m = module_moments(getattr(net, block), add_deterministic(resize_moments(m, s.shape[-2:]), s))
+    return m
+
+
+def _lite_moments(net: D3NetLite, trunk: dict[str, Any]) -> Moments:
+    m = _skip_unet_moments(net, trunk, [("dec4a", "s4")])
+    m = module_moments(net.dec4b, m)
+    for block, skip in (("dec3", "s3"), ("dec2", "s2")):
+        s = trunk[skip]
+        m = module_moments(getattr(net, block), add_deterministic(resize_moments(m, s.shape[-2:]), s))
+    logd = conv_moments(net.head.conv, m)
+    logd = resize_moments(logd, (logd[0].shape[-2] * 4, logd[0].shape[-1] * 4))
+    h, w = trunk["size"]
+    return logd[0][..., :h, :w], logd[1][..., :h, :w]
+
+
+def _dfdnet_moments(net: DfdNet, trunk: dict[str, Any]) -> Moments:
+    m = _skip_unet_moments(net, trunk, [("dec4", "s4"), ("dec3", "s3"), ("dec2", "s2"), ("dec1", "s1"),
+                                        ("dec0", "s0")])
+    out = conv_moments(net.head.conv, m)
+    h, w = trunk["size"]
+    return out[0][:, 0:1, :h, :w], out[1][:, 0:1, :h, :w]
+
+
+def _d3net_moments(net: D3Net, trunk: dict[str, Any]) -> Moments:
+    def rest(block: nn.Module, m: Moments) -> Moments:  # _UpBlock.rest
+        m = drop_relu_moments(block.drop1, m)
+        m = batchnorm_moments(block.bn2, conv_moments(block.conv2, m))
+        return drop_relu_moments(block.drop2, m)
+
+    pre = trunk["pre"]
+    m = rest(net.decoder[0], (pre, torch.zeros_like(pre)))
+    for level in range(1, len(net.decoder)):
+        block = net.decoder[level]
+        y = conv_moments(block.conv1, m, weight_slice=slice(net._skip_ch[level], None), bias=False)
+        m = rest(block, batchnorm_moments(block.bn1, add_deterministic(y, trunk["skip_terms"][level - 1])))
+    logd = conv_moments(net.head.conv, m)
+    h, w = trunk["size"]
+    return logd[0][..., :h, :w], logd[1][..., :h, :w]
+
+
+DECODERS: dict[str, Callable[[Any, dict[str, Any]], Moments]] = {
+    "d3net": _d3net_moments, "d3net-lite": _lite_moments, "dfdnet": _dfdnet_moments}
+
+
+def log_depth_moments(net: DepthNet, trunk: dict[str, Any]) -> Moments:
+    """Mean and variance of the log-depth under the decoder's dropout, (B, 1, H, W) each."""
+    if net.arch not in DECODERS:
+        raise ValueError(f"no moment propagation for architecture {net.arch!r}")
+    return DECODERS[net.arch](net, trunk)
+
+
+def moments_predict(net: DepthNet, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling-free MC-dropout: depth mean (m) and variance (m²), (B, 1, H, W) each, in one pass.
+
+    rgb: (B, 3, H, W) in [0, 1]. Approximates :func:`inference.mc_dropout.mc_predict` with K → ∞.
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            return log_normal_moments(log_depth_moments(net, net.trunk(rgb)))
+    finally:
+        net.train(was_training)

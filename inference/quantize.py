@@ -1,0 +1,100 @@
+"""int8 static quantisation of an exported depth graph with onnxruntime (``rig export --int8``).
+
+Calibration images are drawn from the model's training images (paper 1's DFD release under the
+shared data folder, minus the model's validation ids), area-resized to the graph's input size;
+without them a set of smooth random images is used (and said so). QDQ format, per-channel int8 weights,
+uint8 activations (the U8S8 kernels: int8 activations measured no faster here); the graph is pre-processed (shape inference, fusions) first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from rig.core.errors import RigError
+
+CALIBRATION_IMAGES = 16
+
+
+def dfd_images(size_wh: tuple[int, int], ids: Sequence[str] | None = None, exclude: Sequence[str] = (),
+               limit: int | None = None, kind: str = "N2_8") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(id, RGB uint8 (H, W, 3), depth m (H, W)) of the DFD indoor training split at ``size_wh``."""
+    import cv2
+
+    from rig.core.datasets import find_dfd_triplets, shared_data_root
+    from rig.core.imageio import read_depth_m, read_rgb
+
+    root = shared_data_root() / "dfd_indoor"
+    if not root.is_dir():
+        return []
+    triplets, _ = find_dfd_triplets(root, split="train")
+    keep, skip = (set(ids) if ids is not None else None), set(exclude)
+    out = []
+    for sid, n2, n8, depth in triplets:
+        if (keep is not None and sid not in keep) or sid in skip:
+            continue
+        rgb = cv2.resize(read_rgb(n2 if kind == "N2_8" else n8), size_wh, interpolation=cv2.INTER_AREA)
+        d = cv2.resize(read_depth_m(depth), size_wh, interpolation=cv2.INTER_NEAREST)
+        out.append((sid, rgb, d))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def calibration_inputs(size_wh: tuple[int, int], model_meta: dict[str, Any],
+                       count: int = CALIBRATION_IMAGES) -> tuple[list[np.ndarray], str]:
+    """(1, 3, H, W) float32 calibration inputs and a one-line note on where they came from."""
+    from inference.export import _random_rgb
+
+    images = dfd_images(size_wh, exclude=list(model_meta.get("val_ids") or []), limit=count,
+                        kind=str(model_meta.get("input", "N2_8")))
+    if images:
+        xs = [np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], np.float32) / 255.0 for _, rgb, _ in images]
+        return xs, f"{len(xs)} DFD indoor training images (validation ids excluded)"
+    w, h = size_wh
+    return [_random_rgb(h, w, seed=100 + i) for i in range(count)], f"{count} random images (no DFD data found)"
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of inputs."""
+
+    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
+        self._it: Iterator[np.ndarray] = iter(inputs)
+        self.name = name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {self.name: x}
+
+    def rewind(self) -> None:  # pragma: no cover - onnxruntime may call it for some methods
+        pass
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, inputs: list[np.ndarray]) -> Path:
+    """Static int8 quantisation (QDQ, per-channel) of ``fp32_path`` calibrated on ``inputs``."""
+    import tempfile
+
+    try:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise RigError("--int8 needs onnxruntime (pip install 'deep-dfd-rig[cpu]')") from None
+    from inference.onnx_graph import INPUT_NAME
+
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(INPUT_NAME, list(inputs))
+    out = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="rig-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def int8_path(depth_path: str | Path) -> Path:
+    """FILE.onnx -> FILE.int8.onnx."""
+    p = Path(depth_path)
+    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.int8.onnx")
