@@ -271,3 +271,8 @@ def test_readme_documents_the_batch_rule():
     table = readme[readme.index("| exit code | meaning |"):]
     assert "| 5 |" in table.split("\n\n")[0] and "failed" in table.split("\n\n")[0]
     assert "| 4 | disk full" in table
+
+
+def test_non_finite_factors_in_a_list_are_refused(tmp_path, capsys):
+    rc, _, err = run_main(capsys, "camind-experiment", "--k-cam-errors", "0.9,inf", "--out", str(tmp_path / "t.md"))
+    assert rc == 2 and "--k-cam-errors" in one_line(err) and "finite" in err
