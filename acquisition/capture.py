@@ -37,7 +37,8 @@ from rig.core.errors import DeviceError, RigError
 from rig.core.imageio import atomic_write_bytes, write_depth_mm, write_image
 from rig.core.records import (ALL_IN_FOCUS_NAME, CAPTURE_META_NAME, DEFOCUSED_NAME, DEPTH_FRAME_NAME, DEPTH_FUSED_NAME,
                          IR_NAME, TRUTH_DIR, Capture, DepthBurst, DslrShot, capture_to_dict)
-from rig.core.session import (Session, StorageFull, capture_id_for, is_disk_full, utc_now_iso, verify_image_file)
+from rig.core.session import (Session, StorageFull, capture_id_for, is_disk_full, sha256_files, utc_now_iso,
+                              verify_image_file)
 
 RETRYABLE: tuple[type[DeviceError], ...] = (DeviceBusy, DeviceTimeout, TransferError, DeviceDisconnected)
 BACKOFF_MAX_S = 30.0
@@ -200,9 +201,10 @@ class PairCapture:
                 capture = self._attempt(tmp, cid, scene_index, info, attempt, t0_mono, t0_wall)
                 files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
                 nbytes = sum((tmp / f).stat().st_size for f in files)
+                sha256 = sha256_files(tmp, files)  # before the rename that publishes the capture
                 self.session.commit_capture(tmp, cid)
                 tmp = None
-                journal("ok", None, files=files, bytes=nbytes)
+                journal("ok", None, files=files, bytes=nbytes, sha256=sha256)
                 dev1 = self.device_clock_s()
                 return CaptureResult(cid, scene_index, info.scene_id, "ok", attempt, None,
                                      time.perf_counter() - t_first, capture, nbytes,

@@ -335,14 +335,16 @@ class OpenNISensor:
 
         if self.playback_path is not None:
             path = self.playback_path
+            # a bad recording file is bad input (exit 2), not a device problem
             if path.suffix.lower() != ONI_SUFFIX:
-                raise DeviceError(f"{path}: not an OpenNI recording (expected {ONI_SUFFIX})")
+                raise DeviceError(f"{path}: not an OpenNI recording (expected {ONI_SUFFIX})", exit_code=2)
             if not path.is_file():
-                raise DeviceError(f"{path}: OpenNI recording not found")
+                raise DeviceError(f"{path}: OpenNI recording not found", exit_code=2)
             try:
                 self._device = openni2.Device.open_file(str(path).encode())
             except OpenNIError as exc:
-                raise DeviceError(f"{path}: cannot open OpenNI recording ({_one_line(exc)})") from None
+                raise DeviceError(f"{path}: cannot open OpenNI recording ({_one_line(exc)}); not an .oni file "
+                                  "or a damaged one", exit_code=2) from None
             self._device.playback.set_speed(-1.0)  # manual: one frame per read, nothing dropped
             self._device.playback.set_repeat_enabled(False)
         else:

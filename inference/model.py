@@ -644,6 +644,31 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     raise RigError(f"{name_or_path}: no such model file or shipped model (shipped: {shipped})")
 
 
+def _first_sentence(text: str, max_chars: int) -> str:
+    """The first line of an error message, cut at a word boundary (never mid-word)."""
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    line = line.split(". ")[0].rstrip(".")
+    if len(line) <= max_chars:
+        return line
+    return line[:max_chars].rsplit(" ", 1)[0] + " …"
+
+
+def _refuse_non_torch_file(path: Path) -> None:
+    """One clear line for files torch.load would misreport: empty, ONNX, or not a checkpoint at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise RigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not head:
+        raise RigError(f"{path}: empty file (0 bytes), not a model; copy the model file again")
+    if path.suffix.lower() == ".onnx":
+        raise RigError(f"{path}: an ONNX file; this command needs a torch model (.pt, a run folder or a shipped "
+                       "name) — `rig live` and `rig replay` run .onnx files")
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch checkpoints are zip files (or legacy pickles)
+        raise RigError(f"{path}: not a PyTorch model file (neither a torch zip checkpoint nor a pickle)")
+
+
 def _guess_arch(state: dict[str, Any]) -> str:
     return "d3net" if any(k.startswith("features.denseblock") for k in state) else "d3net-lite"
 
@@ -654,10 +679,11 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     Files are read with ``weights_only=True``. Raises RigError (one line) on any problem.
     """
     path = resolve_model_path(name_or_path)
+    _refuse_non_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 — any unreadable file is a user error
-        raise RigError(f"{path}: not a readable model file ({str(e).strip().splitlines()[0][:120]})") from None
+        raise RigError(f"{path}: not a readable model file ({_first_sentence(str(e), 160)})") from None
     if not isinstance(obj, dict):
         raise RigError(f"{path}: not a model file (expected a state dict)")
     if "state_dict" in obj or "model" in obj:

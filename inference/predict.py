@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -237,13 +237,24 @@ def write_intrinsics_beside(out_dir: Path, stem: str, k: Any, first_size: list[t
         first_size.append(size)
     name = O3D_INTRINSIC_NAME if size == first_size[0] else f"{stem}.{O3D_INTRINSIC_NAME}"
     return write_o3d_intrinsics(Path(out_dir) / name, k)
+def read_checked_rgb(path: Path) -> np.ndarray:
+    """An input image, refused with one line (RigError) when it is truncated, corrupt or undecodable."""
+    from rig.core.imageio import read_rgb
+    from rig.core.session import verify_image_file
+
+    try:
+        verify_image_file(Path(path))
+    except ValueError as e:
+        raise RigError(f"{Path(path).parent / str(e)}; refused") from None
+    return read_rgb(path)
 
 
 def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samples: int = 0,
                   colorize_out: bool = False, seed: int = 0, device: str = "cpu",
                   resize: str = "auto", camind: "CamindRunner | None" = None, *, cfg: "RigConfig | None" = None,
                   depth_range_m: tuple[float, float] | None = None, ply: bool = False,
-                  warn: Any = None, uncertainty: str = "") -> list[dict[str, Any]]:
+                  warn: Any = None, uncertainty: str = "",
+                  on_skip: "Callable[[Path, str], None] | None" = None) -> list[dict[str, Any]]:
     """Predict every input image into ``out_dir``; returns one record per image.
 
     ``cfg`` (default: the simulated preset, whose DSLR has the D200's field of view) gives the DSLR
@@ -252,13 +263,16 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
     (a print function) gets one line per image whose EXIF aperture/focal length differs from the
     model's training optics; records carry it as ``warning``.
 
+    A truncated or corrupt input raises RigError, or, with ``on_skip``, is reported through it
+    (path, one-line reason) and skipped. A full disk raises StorageFull (exit 4).
+
     A camera-independent model (``camind``: an :class:`inference.camind_use.CamindRunner`, or a camind
     file as ``model_ref``, then with the simulated preset's constants) runs on the CPU with the
     camera's k_cam / γ scaled to each image's width; its records add ``k_cam_px`` and ``gamma_px``.
     """
     from acquisition.exif import read_exif
-    from rig.core.imageio import read_rgb
     from rig.core.pointcloud import dslr_intrinsics_at
+    from rig.core.session import StorageFull, is_disk_full
 
     if cfg is None:
         from rig.core.config import load_rig_config
@@ -296,16 +310,29 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
     for f in inputs:
         # same-named inputs from different folders (session raw/<id>/defocused.jpg) get the folder prefixed
         stem = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
+        try:
+            image = read_checked_rgb(f)
+        except RigError as e:
+            if on_skip is None:
+                raise
+            on_skip(f, str(e))
+            continue
         used.add(stem)
-        rgb = resize_for_model(read_rgb(f), target)
+        rgb = resize_for_model(image, target)
         warning = optics_warning(f, read_exif(f), *trained) if any(v is not None for v in trained) else None
         if warning and warn is not None:
             warn(warning)
         pred = infer(rgb)
         h, w = pred.depth_m.shape
         k = dslr_intrinsics_at(cfg, w, h)
-        files = write_prediction(out_dir, stem, pred, colorize_out, depth_range_m, rgb, k if ply else None)
-        files.append(write_intrinsics_beside(out_dir, stem, k, first_size))
+        try:
+            files = write_prediction(out_dir, stem, pred, colorize_out, depth_range_m, rgb, k if ply else None)
+            files.append(write_intrinsics_beside(out_dir, stem, k, first_size))
+        except OSError as e:
+            if is_disk_full(e):
+                raise StorageFull(f"{out_dir}: disk full while writing {stem}.png; the {len(records)} depth map(s) "
+                                  "written before are intact — free space, then run the same command again") from None
+            raise RigError(f"{out_dir}: cannot write {stem}.png: {e.strerror or e}") from None
         rec = {"input": str(f), "stem": stem, "size_px": [rgb.shape[1], rgb.shape[0]],
                "outputs": [str(p) for p in files],
                "median_depth_m": float(np.median(pred.depth_m)),

@@ -19,7 +19,7 @@ from typing import Any
 
 from rig.core import __version__
 from rig.core.dataset import MANIFEST, sample_path, write_manifest
-from rig.core.errors import RigError
+from rig.core.errors import PartialFailure, RigError
 from rig.core.imageio import atomic_write_bytes
 
 from registration.register import FRAME_FILES, FRAME_META, is_registered
@@ -53,8 +53,26 @@ def split_by_scene(scene_ids: list[str], test_fraction: float, seed: int) -> set
     return set(scenes[:n_test])
 
 
-def collect_frames(sessions: list[Path]) -> tuple[list[FrameRef], list[Any]]:
-    """Registered frames of the completed captures of each session, and the opened sessions."""
+def frame_damage(session: Any, capture_id: str, folder: Path) -> str | None:
+    """Why a registered frame must be left out (its raw capture fails its SHA-256 or decode check,
+    or a registered image does not decode), or None when it is intact."""
+    from rig.core.session import verify_image_file
+
+    damages = session.check_capture(capture_id)
+    if damages:
+        return "damaged capture: " + "; ".join(f"{d.file}: {d.reason}" for d in damages)
+    for name in FRAME_FILES.values():
+        try:
+            verify_image_file(folder / name)
+        except ValueError as e:
+            return f"damaged registered frame: {e}"
+    return None
+
+
+def collect_frames(sessions: list[Path],
+                   excluded: dict[str, str] | None = None) -> tuple[list[FrameRef], list[Any]]:
+    """Registered frames of the intact completed captures of each session, and the opened sessions;
+    damaged captures go into ``excluded`` ({sample id: reason}) instead."""
     import yaml
 
     from registration.register import open_session
@@ -62,20 +80,27 @@ def collect_frames(sessions: list[Path]) -> tuple[list[FrameRef], list[Any]]:
     frames: list[FrameRef] = []
     opened = []
     names: dict[str, int] = {}
+    excluded = {} if excluded is None else excluded
     for sp in sessions:
         session = open_session(sp)
         opened.append(session)
-        caps = session.completed()
+        caps = [cid for cid, e in session.latest().items() if e["status"] == "ok"]
         if not caps:
             raise RigError(f"{session.path}: no completed captures (empty session)")
         base = Path(session.path).resolve().name
         names[base] = names.get(base, 0) + 1
         prefix = base if names[base] == 1 else f"{base}{names[base]}"
         found = 0
-        for cap in caps:
-            folder = session.registered_dir(cap.capture_id)
+        for cid in caps:
+            folder = session.registered_dir(cid)
             if not is_registered(folder):
                 continue
+            reason = frame_damage(session, cid, folder)
+            if reason is not None:
+                excluded[f"{prefix}-{cid}"] = reason
+                found += 1
+                continue
+            cap = session.read_capture(cid)
             meta = yaml.safe_load((folder / FRAME_META).read_text()) or {}
             frames.append(FrameRef(sample_id=f"{prefix}-{cap.capture_id}", session_path=Path(session.path),
                                    capture_id=cap.capture_id, scene_id=str(cap.scene_id), folder=folder, meta=meta))
@@ -170,7 +195,11 @@ def build_dataset(sessions: list[Path], out: Path, test_fraction: float = 0.2, s
     out = Path(out)
     if not sessions:
         raise RigError("give at least one session folder")
-    frames, opened = collect_frames([Path(s) for s in sessions])
+    excluded: dict[str, str] = {}
+    frames, opened = collect_frames([Path(s) for s in sessions], excluded)
+    if not frames:
+        raise PartialFailure(f"every registered frame is damaged ({len(excluded)}; first: "
+                       f"{next(iter(excluded.values()), '')}); nothing to build")
     _check_out(out)
     test_scenes = split_by_scene([f.scene_id for f in frames], test_fraction, seed)
     splits = {f.sample_id: ("test" if f.scene_id in test_scenes else "train") for f in frames}
@@ -195,5 +224,7 @@ def build_dataset(sessions: list[Path], out: Path, test_fraction: float = 0.2, s
         if bar is not None:
             bar.stop()
     manifest = build_manifest(frames, splits, opened, test_scenes, test_fraction, seed, out.resolve().name)
+    if excluded:
+        manifest["excluded"] = dict(sorted(excluded.items()))
     write_manifest(out, manifest)
     return manifest

@@ -459,8 +459,8 @@ def load_calibration(path: str | Path) -> StereoCalibration:
         raise RigError(f"{path}: calibration file not found")
     try:
         fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
-    except cv2.error:
-        raise RigError(f"{path}: not an OpenCV FileStorage file") from None
+    except (cv2.error, SystemError, UnicodeDecodeError):  # a binary file makes OpenCV raise SystemError
+        raise RigError(f"{path}: not an OpenCV FileStorage file (YAML/XML written by `rig calibrate`)") from None
     try:
         if not fs.isOpened() or fs.getNode("R").empty() or fs.getNode("camera1_K").empty():
             raise RigError(f"{path}: not a calibration file written by `rig calibrate` (no R / camera1_K)")

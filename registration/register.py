@@ -34,6 +34,7 @@ from rig.core.config import RigConfig
 from rig.core.errors import RigError
 from rig.core.imageio import atomic_write_bytes, read_depth_m, read_rgb, write_depth_mm, write_image
 from rig.core.pointcloud import O3D_INTRINSIC_NAME, write_o3d_intrinsics, write_point_cloud
+from rig.core.session import StorageFull, capture_file_path, is_disk_full
 from rig.core.records import (VALID_FILLED, VALID_MEASURED, Capture, Extrinsics, Intrinsics, RegisteredFrame)
 
 FRAME_FILES = {"defocused": "defocused.png", "all_in_focus": "all_in_focus.png", "depth": "depth.png",
@@ -116,10 +117,16 @@ def register_capture(raw_dir: Path, capture: Capture, opts: RegisterOptions,
     if capture.depth is None:
         raise RigError(f"capture {capture.capture_id}: no depth burst (the rig had no depth sensor)")
     geo = capture_geometry(capture, calibration)
-    defocused = read_rgb(raw_dir / capture.defocused.file)
-    aif = read_rgb(raw_dir / capture.all_in_focus.file)
+    root = raw_dir.parent.parent  # the session folder: `file:` paths never lead outside it
+    defocused = read_rgb(capture_file_path(raw_dir, capture.defocused.file, root))
+    aif = read_rgb(capture_file_path(raw_dir, capture.all_in_focus.file, root))
+    if defocused.shape != aif.shape:
+        raise RigError(f"capture {capture.capture_id}: the f/{capture.defocused.f_number:g} shot is "
+                       f"{defocused.shape[1]}x{defocused.shape[0]} but the f/{capture.all_in_focus.f_number:g} shot "
+                       f"is {aif.shape[1]}x{aif.shape[0]}; both apertures must be shot at the same size")
     pair = prepare_pair(defocused, aif, geo.dslr, opts.size, align=opts.align, threshold_px=opts.align_threshold_px)
-    depth_raw = _read_depth_raw(raw_dir / capture.depth.fused_file)  # files are always millimetres
+    # files are always millimetres
+    depth_raw = _read_depth_raw(capture_file_path(raw_dir, capture.depth.fused_file, root))
     if depth_raw.shape != (geo.depth.height, geo.depth.width):
         raise RigError(f"{raw_dir / capture.depth.fused_file}: {depth_raw.shape[1]}x{depth_raw.shape[0]} does not "
                        f"match the depth intrinsics {geo.depth.width}x{geo.depth.height}")
@@ -235,10 +242,14 @@ def register_session(session_path: Path | str, opts: RegisterOptions | None = No
     cfg = session.config
     if opts is None:
         opts = RegisterOptions(size=tuple(cfg.output.size_px), max_fill_px=cfg.output.max_fill_px)  # type: ignore[arg-type]
-    captures = session.completed()
+    captures = [cid for cid, e in session.latest().items() if e["status"] == "ok"]
     if not captures:
         raise RigError(f"{session.path}: no completed captures to register (capture some with `rig capture`)")
     calib = session_calibration(cfg, opts.calibration)
+    if calib is not None:
+        from registration.calibration import load_calibration
+
+        load_calibration(calib)  # a bad file stops the run here, before any capture, with one line
     results: list[FrameResult] = []
     bar = None
     if progress:
@@ -248,25 +259,16 @@ def register_session(session_path: Path | str, opts: RegisterOptions | None = No
                        TimeRemainingColumn(), transient=True, console=console)
         bar.start()
         task = bar.add_task("", total=len(captures))
+    failures: dict[str, str] = {}
     try:
-        for cap in captures:
-            out_dir = session.registered_dir(cap.capture_id)
+        for cid in captures:
+            out_dir = session.registered_dir(cid)
             if bar is not None:
-                bar.update(task, description=cap.capture_id)
+                bar.update(task, description=cid)
             t0 = time.perf_counter()
-            if is_registered(out_dir) and not opts.force:
-                if opts.ply and not (out_dir / PLY_NAME).is_file():  # --ply on a frame done before
-                    done, _ = read_registered(out_dir)
-                    write_point_cloud(out_dir / PLY_NAME, done.depth_m, done.all_in_focus_rgb, done.intrinsics)
-                res = FrameResult(cap.capture_id, "skipped")
-            else:
-                try:
-                    frame, meta = register_capture(session.raw_dir(cap.capture_id), cap, opts, calib)
-                    meta["session"] = str(Path(session.path).resolve())
-                    write_registered(out_dir, frame, meta, ply=opts.ply)
-                    res = FrameResult(cap.capture_id, "registered", meta=meta)
-                except RigError as e:
-                    res = FrameResult(cap.capture_id, "failed", error=str(e))
+            res = _register_one(session, cid, out_dir, opts, calib)
+            if res.status == "failed":
+                failures[cid] = str(res.error)
             res.seconds = time.perf_counter() - t0
             results.append(res)
             if on_frame is not None:
@@ -276,4 +278,50 @@ def register_session(session_path: Path | str, opts: RegisterOptions | None = No
     finally:
         if bar is not None:
             bar.stop()
+    _write_failures(session.path / "registered", failures)
     return results
+
+
+FAILURES_FILE = "failed.yaml"  # registered/failed.yaml: the captures the last run could not register, with why
+
+
+def _register_one(session: Any, cid: str, out_dir: Path, opts: RegisterOptions,
+                  calib: Path | None) -> FrameResult:
+    """Check one capture's files (SHA-256 + full decode), then register it; a damaged or unusable
+    capture becomes a failed result with its reason. A full disk stops the run (StorageFull, exit 4)."""
+    damages = session.check_capture(cid)
+    if damages:
+        return FrameResult(cid, "failed", error="damaged: " + "; ".join(f"{d.file}: {d.reason}" for d in damages))
+    if is_registered(out_dir) and not opts.force:
+        if opts.ply and not (out_dir / PLY_NAME).is_file():  # --ply on a frame done before
+            done, _ = read_registered(out_dir)
+            write_point_cloud(out_dir / PLY_NAME, done.depth_m, done.all_in_focus_rgb, done.intrinsics)
+        return FrameResult(cid, "skipped")
+    try:
+        cap = session.read_capture(cid)
+        frame, meta = register_capture(session.raw_dir(cid), cap, opts, calib)
+        meta["session"] = str(Path(session.path).resolve())
+        write_registered(out_dir, frame, meta, ply=opts.ply)
+        return FrameResult(cid, "registered", meta=meta)
+    except OSError as e:
+        if is_disk_full(e):
+            raise StorageFull(f"{session.path}: disk full while registering {cid}; registered frames so far are "
+                              "intact — free space, then run the same command again (it resumes)") from None
+        return FrameResult(cid, "failed", error=f"{e.strerror or e}")
+    except (RigError, ValueError) as e:
+        return FrameResult(cid, "failed", error=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
+def _write_failures(folder: Path, failures: dict[str, str]) -> None:
+    """Mark the captures this run could not register (registered/failed.yaml; removed when none)."""
+    path = Path(folder) / FAILURES_FILE
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        atomic_write_bytes(path, yaml.safe_dump({"failed": failures}, sort_keys=True).encode())
+    except OSError as e:
+        if is_disk_full(e):
+            raise StorageFull(f"{path}: disk full; registered frames so far are intact — free space, then run "
+                              "the same command again") from None
+        raise

@@ -72,16 +72,48 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def folder_frames(folder: Path, loop: bool = False) -> Iterator[Any]:
-    """Every image of ``folder`` in name order (once, or forever with ``loop``)."""
-    from inference.live import read_frame_file
+SkipFn = Callable[[str], None]
 
-    files = list_images(folder)
+
+def read_checked_frame(path: Path, name: str) -> Any:
+    """A SourceFrame from an image file, refused (RigError, one line) when the file is truncated or
+    corrupt: libjpeg would decode such a file with a warning and grey or garbled pixels."""
+    from inference.live import read_frame_file
+    from rig.core.session import verify_image_file
+
+    try:
+        verify_image_file(Path(path))
+    except ValueError as e:
+        raise RigError(f"{Path(path).parent / str(e)}") from None
+    return read_frame_file(path, name)
+
+
+def _frames_skipping(items: list[tuple[str, Path]], on_skip: SkipFn | None) -> Iterator[Any]:
+    """Checked frames of ``items``; a bad file is reported through ``on_skip`` and left out (without
+    ``on_skip`` it stops the run with its one line)."""
+    for name, f in items:
+        try:
+            frame = read_checked_frame(f, name)
+        except RigError as e:
+            if on_skip is None:
+                raise
+            on_skip(str(e))
+            continue
+        yield frame
+
+
+def folder_frames(folder: Path, loop: bool = False, on_skip: SkipFn | None = None) -> Iterator[Any]:
+    """Every image of ``folder`` in name order (once, or forever with ``loop``); a truncated or
+    corrupt image is skipped through ``on_skip`` (once, not again on every loop)."""
+    items = [(f.name, f) for f in list_images(folder)]
     while True:
-        for f in files:
-            yield read_frame_file(f, f.name)
-        if not loop:
+        good: list[tuple[str, Path]] = []
+        for frame in _frames_skipping(items, on_skip):
+            good.append((frame.name, folder / frame.name))
+            yield frame
+        if not loop or not good:
             return
+        items = good
 
 
 def session_frame_files(path: Path) -> list[tuple[str, Path]]:
@@ -100,11 +132,10 @@ def session_frame_files(path: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def replay_frames(path: Path, loop: bool = False, speed: float = 0.0) -> Iterator[Any]:
+def replay_frames(path: Path, loop: bool = False, speed: float = 0.0,
+                  on_skip: SkipFn | None = None) -> Iterator[Any]:
     """The frames of a recorded session (see :func:`session_frame_files`); ``speed`` > 0 paces a
-    live run at its recorded frame times divided by ``speed``."""
-    from inference.live import read_frame_file
-
+    live run at its recorded frame times divided by ``speed``; bad files go to ``on_skip``."""
     items = session_frame_files(path)
     times = _recorded_times(Path(path)) if speed > 0 else {}
     while True:
@@ -117,7 +148,14 @@ def replay_frames(path: Path, loop: bool = False, speed: float = 0.0) -> Iterato
                 wait = t0 + (t - first) / speed - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            yield read_frame_file(f, name)
+            try:
+                frame = read_checked_frame(f, name)
+            except RigError as e:
+                if on_skip is None:
+                    raise
+                on_skip(str(e))
+                continue
+            yield frame
         if not loop:
             return
 
@@ -257,15 +295,17 @@ class DslrSource:
 
 
 def open_source(spec: str, cfg: "RigConfig", *, preview: bool = True, scene_frames: int = DEFAULT_SCENE_FRAMES,
-                loop: bool = False, speed: float = 0.0, notes: list[str] | None = None) -> Any:
-    """The frames for ``--source`` (an iterable; a camera source is opened now and has ``close()``)."""
+                loop: bool = False, speed: float = 0.0, notes: list[str] | None = None,
+                on_skip: SkipFn | None = None) -> Any:
+    """The frames for ``--source`` (an iterable; a camera source is opened now and has ``close()``).
+    Folder and replay sources skip truncated or corrupt images through ``on_skip``."""
     kind, arg = parse_source(spec)
     if kind == "folder":
         list_images(Path(arg or ""))  # fail now, with one line, not inside the capture thread
-        return folder_frames(Path(arg or ""), loop=loop)
+        return folder_frames(Path(arg or ""), loop=loop, on_skip=on_skip)
     if kind == "replay":
         session_frame_files(Path(arg or ""))
-        return replay_frames(Path(arg or ""), loop=loop, speed=speed)
+        return replay_frames(Path(arg or ""), loop=loop, speed=speed, on_skip=on_skip)
     if kind == "simulated":
         from acquisition.simulated import SimulatedDslr
 
@@ -538,10 +578,18 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
     simulated = source_is_simulated(opts.source, cfg)
     if simulated:
         print_fn(simulated_source_line(cfg))
+    skipped: list[str] = []
+
+    def skip(line: str) -> None:
+        skipped.append(line)
+        print_fn(f"skipped {line}")
+
     source = open_source(opts.source, cfg, preview=opts.preview, scene_frames=opts.scene_frames,
-                         loop=opts.loop_source, speed=opts.speed, notes=notes)
+                         loop=opts.loop_source, speed=opts.speed, notes=notes, on_skip=skip)
     try:
-        return _run_live_with(cfg, opts, source, notes, print_fn)
+        out = _run_live_with(cfg, opts, source, notes, print_fn)
+        out["skipped"] = list(skipped)
+        return out
     finally:
         close = getattr(source, "close", None)
         if close is not None:
@@ -550,7 +598,6 @@ def run_live(cfg: "RigConfig", opts: LiveOptions, print_fn: Callable[[str], None
 
 def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list[str],
                    print_fn: Callable[[str], None]) -> dict[str, Any]:
-    from inference.live import LiveLoop, LiveRecorder, stats_table
     from rig.core.session import Session
 
     size = tuple(int(v) for v in cfg.output.size_px)
@@ -563,6 +610,26 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
         print_fn(note)
     save = Path(opts.save) if opts.save else default_save_dir()
     session = Session.create(save, cfg)
+    try:
+        out = _record_live(cfg, opts, source, notes, print_fn, backend, session)
+    except BaseException:
+        session.discard_if_no_data(LIVE_BOOKKEEPING)  # a failed start leaves no empty session behind
+        raise
+    if out["frames_captured"] == 0 and session.discard_if_no_data(LIVE_BOOKKEEPING):
+        print_fn(f"no frame captured; {session.path} not kept")
+    return out
+
+
+LIVE_BOOKKEEPING = ("live/live.yaml",)  # written by every live run, frames or not
+
+
+def _record_live(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list[str],
+                 print_fn: Callable[[str], None], backend: Backend, session: Any) -> dict[str, Any]:
+    """The recording part of a live run, into ``session`` (see :func:`run_live`)."""
+    from inference.live import LiveLoop, LiveRecorder, stats_table
+
+    size = tuple(int(v) for v in cfg.output.size_px)
+    lo, hi = opts.depth_range_m
     info = {"source": opts.source, "model": backend.model, "onnx": backend.onnx, "engine": backend.description,
             "size_px": list(size), "mc_samples": int(opts.mc_samples), "config": cfg.name,
             "depth_range_m": [float(lo), float(hi)], "drop_policy": "drop-oldest" if opts.drop else "block"}

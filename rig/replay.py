@@ -133,24 +133,31 @@ def crop_intrinsics(k: Any, size: tuple[int, int]) -> Any:
 # the registered frame is written to out/registered/<name>/ before the frame is yielded.
 
 
-def _session_items(rec: Recording, through: str, out: Path, notes: list[str]) -> Iterator[tuple[float | None, Any]]:
+def _session_items(rec: Recording, through: str, out: Path, notes: list[str],
+                   skipped: list[str]) -> Iterator[tuple[float | None, Any]]:
     from inference.live import SourceFrame
     from registration.register import RegisterOptions, register_capture, session_calibration, write_registered
     from rig.core.imageio import read_rgb
-    from rig.core.session import Session
+    from rig.core.session import Session, capture_file_path
 
     session = Session.open(rec.path)
-    captures = session.completed()
-    if not captures:
+    ids = [cid for cid, e in session.latest().items() if e["status"] == "ok"]
+    if not ids:
         raise RigError(f"{rec.path}: no completed captures to replay")
     opts = RegisterOptions(size=tuple(rec.config.output.size_px), max_fill_px=rec.config.output.max_fill_px)  # type: ignore[arg-type]
     calib = session_calibration(rec.config, None) if through != "infer" else None
-    for cap in captures:
+    for cid in ids:
+        damages = session.check_capture(cid)  # SHA-256 + full decode: a damaged capture is never replayed
+        if damages:
+            skipped.append(f"{cid}: damaged ({'; '.join(f'{d.file}: {d.reason}' for d in damages)})")
+            notes.append(f"skipped {skipped[-1]}")
+            continue
+        cap = session.read_capture(cid)
         raw = session.raw_dir(cap.capture_id)
         t = float(cap.t_monotonic_s) if cap.t_monotonic_s else None
         if through == "infer":
-            yield t, SourceFrame(rgb=read_rgb(raw / cap.defocused.file), name=cap.capture_id,
-                                 meta={"capture_id": cap.capture_id})
+            yield t, SourceFrame(rgb=read_rgb(capture_file_path(raw, cap.defocused.file, session.path)),
+                                 name=cap.capture_id, meta={"capture_id": cap.capture_id})
             continue
         try:
             frame, meta = register_capture(raw, cap, opts, calib)
@@ -163,13 +170,20 @@ def _session_items(rec: Recording, through: str, out: Path, notes: list[str]) ->
                              meta={"capture_id": cap.capture_id, "registered": f"registered/{cap.capture_id}"})
 
 
-def _live_items(rec: Recording, through: str) -> Iterator[tuple[float | None, Any]]:
-    from inference.live import read_frame_file, read_live_frames
+def _live_items(rec: Recording, through: str, notes: list[str],
+                skipped: list[str]) -> Iterator[tuple[float | None, Any]]:
+    from inference.live import read_live_frames
+    from rig.live import read_checked_frame
 
     if through != "infer":
         raise RigError(f"{rec.path}: a live run has no depth to register; use --through infer")
     for e in read_live_frames(rec.path):
-        frame = read_frame_file(e["path"], f"live#{e['index']}")
+        try:
+            frame = read_checked_frame(e["path"], f"live#{e['index']}")
+        except RigError as err:
+            skipped.append(str(err))
+            notes.append(f"skipped {err}")
+            continue
         frame.meta["live_index"] = int(e["index"])
         yield float(e["t_monotonic_s"]), frame
 
@@ -322,7 +336,6 @@ def default_out(rec: Recording, through: str) -> Path:
 
 def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Replay a recording (see the module docstring); returns a summary dict."""
-    from inference.live import LiveLoop, LiveRecorder
     from rig.core.session import Session
 
     if opts.through not in THROUGH:
@@ -335,19 +348,41 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
     out = Path(opts.out) if opts.out else default_out(rec, opts.through)
     if out.resolve() == rec.path.resolve():
         raise RigError(f"--out: must differ from the recording {rec.path}")
+    if rec.kind == "openni" and opts.through != "register":  # refused before any output folder exists
+        raise RigError(f"{rec.path}: an OpenNI recording holds depth only; use --through register")
     session = Session.create(out, rec.config)
+    try:
+        summary = _replay_into(rec, opts, out, session, print_fn)
+    except BaseException:
+        session.discard_if_no_data(REPLAY_BOOKKEEPING)  # a failed replay leaves no empty output behind
+        raise
+    done = summary.get("registered", summary.get("frames_output", 0))
+    if not done and session.discard_if_no_data(REPLAY_BOOKKEEPING):
+        print_fn(f"nothing replayed; {out} not kept")
+    return summary
+
+
+REPLAY_BOOKKEEPING = ("live/live.yaml",)
+
+
+def _replay_into(rec: Recording, opts: ReplayOptions, out: Path, session: Any,
+                 print_fn: Callable[[str], None]) -> dict[str, Any]:
+    """The replay itself, into the new output ``session`` (see :func:`run_replay`)."""
+    from inference.live import LiveLoop, LiveRecorder
+
     notes: list[str] = []
+    skipped: list[str] = []
     t0 = time.perf_counter()
     if rec.kind == "session":
-        items = _session_items(rec, opts.through, out, notes)
+        items = _session_items(rec, opts.through, out, notes, skipped)
     elif rec.kind == "live":
-        items = _live_items(rec, opts.through)
+        items = _live_items(rec, opts.through, notes, skipped)
     elif rec.kind == "realsense":
         items = _realsense_items(rec, opts.through, out, notes)
     else:
         items = _openni_items(rec, opts.through, out)
     summary: dict[str, Any] = {"recording": str(rec.path), "kind": rec.kind, "through": opts.through,
-                               "out": str(out)}
+                               "out": str(out), "skipped": skipped}
     if opts.through == "register":
         n = 0
         paced = _paced(items, opts.speed)

@@ -11,6 +11,12 @@ Bound to 127.0.0.1 by default: only this machine can connect, no token. With any
 (e.g. 0.0.0.0 to watch from a phone on the field laptop's hotspot) every request needs the token
 printed once at start, as ``?token=…`` or in an ``X-Rig-Token`` / ``Authorization: Bearer`` header;
 anything else gets 401. The token is compared in constant time.
+
+A viewer cannot be held open: a client has ``REQUEST_DEADLINE_S`` to send a whole request line and
+its headers (each read also times out after ``READ_TIMEOUT_S``), or its connection is closed; an
+idle keep-alive connection gets the same deadline for its next request. At most
+``max_connections`` (default ``MAX_CONNECTIONS``) connections are served at once; one more is
+answered 503 and closed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from rig.core.errors import RigError
 BOUNDARY = "rigframe"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 STREAM_IDLE_TIMEOUT_S = 30.0  # a stream with no new frame for this long ends (the client reconnects)
+REQUEST_DEADLINE_S = 5.0  # the whole request line + headers must arrive within this
+READ_TIMEOUT_S = 5.0  # any single read of the request
+WRITE_TIMEOUT_S = 30.0  # a client that stops reading its stream for this long is dropped
+MAX_CONNECTIONS = 32  # connections served at once (streams included); more get 503
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -85,8 +95,11 @@ class LiveServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
                  require_token: bool | None = None, title: str = "rig live",
-                 stats: Callable[[], dict[str, Any]] | None = None) -> None:
+                 stats: Callable[[], dict[str, Any]] | None = None, max_connections: int = MAX_CONNECTIONS,
+                 request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
         self.host = host
+        self.max_connections = int(max_connections)
+        self.request_deadline_s = float(request_deadline_s)
         self.requested_port = int(port)
         need = (not is_loopback(host)) if require_token is None else bool(require_token)
         self.token = (token or secrets.token_urlsafe(18)) if need else None
@@ -109,11 +122,29 @@ class LiveServer:
             owner = server
 
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        slots = threading.BoundedSemaphore(self.max_connections)
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
             address_family = family
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not slots.acquire(blocking=False):  # full: answer 503 at once, hold nothing
+                    _refuse_busy(request)
+                    self.shutdown_request(request)
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    slots.release()
+                    raise
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
 
         try:
             self._httpd = Server((self.host, self.requested_port), Handler)
@@ -191,10 +222,55 @@ class LiveServer:
         return any(c is not None and hmac.compare_digest(c.encode(), self.token.encode()) for c in candidates)
 
 
+def _refuse_busy(request: Any) -> None:
+    """503 to a connection over the limit (best effort: it must never block the accept loop)."""
+    try:
+        request.settimeout(0.5)
+        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                        b"Connection: close\r\n\r\n")
+    except OSError:
+        pass
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: LiveServer
     server_version = "rig-live/1"
     protocol_version = "HTTP/1.1"
+    timeout = READ_TIMEOUT_S  # socket timeout of every read while the request arrives
+    _deadline: threading.Timer | None = None
+
+    # -- the request-read deadline ------------------------------------------------------------
+    def _cut(self) -> None:
+        """The client did not send its request in time: close the connection under it."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _arm(self) -> None:
+        self._disarm()
+        self.connection.settimeout(READ_TIMEOUT_S)
+        self._deadline = threading.Timer(self.owner.request_deadline_s, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def handle_one_request(self) -> None:
+        self._arm()  # the request line and headers (also the next one on a kept-alive connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self._disarm()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._disarm()  # the whole request is in: answering it (a stream) is not bound by the deadline
+        self.connection.settimeout(WRITE_TIMEOUT_S)
+        return ok
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
         pass
@@ -279,5 +355,5 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 sent += 1
             self.wfile.write(f"--{BOUNDARY}--\r\n".encode())
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client went away, or stopped reading for WRITE_TIMEOUT_S
             pass

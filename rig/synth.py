@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from rig.core.errors import RigError
+from rig.core.errors import PartialFailure, RigError
 from rig.core.procedural import procedural_scene  # noqa: F401 — re-exported (demo, bench, tests)
 
 MANIFEST = "manifest.yaml"
@@ -271,6 +271,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         source = f"nyu {args.nyu} split={args.split}"
 
     _check_resume(out_dir, params)
+    created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {**params.camera_dict(), "source": source, "config": cfg.name,
                                 "config_snapshot": cfg.snapshot_id(), "software": f"rig {__version__}",
@@ -320,13 +321,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     manifest.update(status="complete" if not failures else "incomplete", count=_count_outputs(out_dir))
     if failures:
         manifest["failed"] = [f"{n}: {m}" for n, m in failures]
-    write_manifest(out_dir, manifest)
+    if failures and manifest["count"] == 0:  # nothing rendered: leave nothing behind
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        if created_out and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    else:
+        write_manifest(out_dir, manifest)
     dt = time.perf_counter() - t0
     print(f"synth: {done} rendered, {skipped} already done, {len(failures)} failed in {dt:.1f} s "
           f"-> {out_dir} (focus {params.focus_m:g} m, {params.psf}, k_cam {params.k_cam_px:.2f} px)")
     if failures:
         name, msg = failures[0]
-        raise RigError(f"{len(failures)} of {done + len(failures)} images failed (first: {msg}); "
+        raise PartialFailure(f"{len(failures)} of {done + len(failures)} images failed (first: {msg}); "
                        "fix them and run the same command again to resume")
     return 0
 

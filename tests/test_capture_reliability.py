@@ -112,11 +112,11 @@ def test_many_captures_with_faults_lose_nothing(tmp_path: Path):
     r = run_rig("capture", "--config", str(cfg), "--session", str(tmp_path / "s"), "--scenes", str(n),
                 "--fault-rate", "0.1", "--no-progress")
     wall = time.perf_counter() - t0
-    assert r.returncode in (0, 3), r.stderr  # 3: some capture failed even after its retries
+    assert r.returncode in (0, 5), r.stderr  # 5: some capture failed even after its retries
     counts = check_session(tmp_path / "s")
     assert counts["ok"] + counts["failed"] == n  # every scene accounted for: zero lost
     assert counts["ok_after_retry"] > 0.05 * n  # faults really happened and were recovered from
-    if r.returncode == 3:
+    if r.returncode == 5:
         assert f"{counts['failed']} of {n} capture(s) failed" in error_line(r)
     else:
         assert counts["failed"] == 0

@@ -162,13 +162,13 @@ def test_dummy_recording_plays_back_frames(tmp_path) -> None:
     ("garbage.oni", b"not an oni file", "cannot open OpenNI recording"),
     ("scene.db3", b"", "expected .oni"),
 ])
-def test_bad_oni_file_is_one_line_device_error(tmp_path, name, content, expect) -> None:
+def test_bad_oni_file_is_one_line_exit_2(tmp_path, name, content, expect) -> None:
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(DeviceError) as err:
         OpenNISensor(playback=path).start()
-    assert expect in _one_line(err) and err.value.exit_code == 3
+    assert expect in _one_line(err) and err.value.exit_code == 2  # a bad file is bad input
 
 
 def test_record_path_must_be_oni(tmp_path) -> None:

@@ -87,12 +87,22 @@ def test_synth_bad_depth_fails_one_line_and_keeps_the_rest(tmp_path, capsys):
     rgb_dir, depth_dir = _make_folder(tmp_path)
     cv2.imwrite(str(depth_dir / "scene1.png"), np.zeros((H, W), np.uint8))  # 8-bit: not a depth map
     out = tmp_path / "out"
-    assert _synth(rgb_dir, depth_dir, out, "--workers", "1") == 2
+    assert _synth(rgb_dir, depth_dir, out, "--workers", "1") == 5  # the batch rule: some items failed
     err = capsys.readouterr().err
     assert "1 of 3 images failed" in err and "scene1.png" in err and "Traceback" not in err
     assert (out / "scene0.png").is_file() and (out / "scene2.png").is_file()
     assert not (out / "scene1.png").exists()
     assert yaml.safe_load((out / MANIFEST).read_text())["status"] == "incomplete"
+
+
+def test_synth_where_every_image_fails_leaves_nothing_behind(tmp_path, capsys):
+    rgb_dir, depth_dir = _make_folder(tmp_path)
+    for f in depth_dir.iterdir():
+        cv2.imwrite(str(f), np.zeros((H, W), np.uint8))  # 8-bit: not depth maps
+    out = tmp_path / "out"
+    assert _synth(rgb_dir, depth_dir, out, "--workers", "1") == 5
+    assert "3 of 3 images failed" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("argv_tail,needle", [

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rig.core.errors import DeviceError, RigError
+from rig.core.errors import PartialFailure, RigError
 
 DEFAULT_SCENES = 10
 TABLE_ROWS_MAX = 40  # longer runs list only the captures that needed retries or failed
@@ -45,6 +45,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--captures", action="store_true", help="also list every capture")
     p.set_defaults(func=cmd_sessions_show)
+    p = sessions.add_parser("verify", help="re-hash and decode every file of a session's captures",
+                            description="Check every ok capture: each file's SHA-256 against the journal "
+                            "(recorded at capture time) and a full decode of each image. Lists each damaged or "
+                            "missing file with its capture id; exit 0 when all are intact, 5 otherwise.")
+    p.add_argument("dir", help="session folder")
+    p.set_defaults(func=cmd_sessions_verify)
 
 
 # ------------------------------------------------------------------------------------------ devices
@@ -104,13 +110,14 @@ def open_capture_session(args: argparse.Namespace) -> tuple[Any, Any, int]:
         session = Session.create(path, cfg, planned_scenes=args.scenes or DEFAULT_SCENES)
         return session, cfg, int(args.scenes or DEFAULT_SCENES)
     session = Session.open(path)
-    if args.config is not None:
-        given = load_rig_config(args.config)
-        if given.snapshot_id() != session.config.snapshot_id():
-            raise RigError(f"--config {args.config} differs from the session's snapshot "
-                           f"({given.snapshot_id()} vs {session.config.snapshot_id()}); omit --config to resume "
-                           "with the session's own config")
     cfg = config_with_overrides(session.config, overrides)
+    if args.config is not None:
+        # compare effective configs: the file + this run's overrides vs the snapshot + the same overrides
+        given = load_rig_config(args.config, overrides=overrides)
+        if given.snapshot_id() != cfg.snapshot_id():
+            raise RigError(f"--config {args.config} differs from the session's snapshot "
+                           f"({given.snapshot_id()} vs {cfg.snapshot_id()}, with the same overrides); omit "
+                           "--config to resume with the session's own config")
     total = int(args.scenes or session.planned_scenes or DEFAULT_SCENES)
     return session, cfg, total
 
@@ -175,7 +182,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if run.stop_error is not None:
         raise run.stop_error
     if run.failed:
-        raise DeviceError(f"{run.failed} of {len(run.results)} capture(s) failed after "
+        raise PartialFailure(f"{run.failed} of {len(run.results)} capture(s) failed after "
                           f"{cfg.session.retries + 1} attempts each (see {session.journal_path}); "
                           f"`{resume}` retries them")
     return 0
@@ -266,4 +273,25 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
             ct.add_row(c["capture_id"], str(c["scene_id"]), c["status"], str(c["attempts"]),
                        f"{(c['bytes'] or 0) / 1e6:.2f}", c["error"] or "")
         console.print(ct)
+    return 0
+
+
+def cmd_sessions_verify(args: argparse.Namespace) -> int:
+    """`rig sessions verify DIR`: one line per damaged or missing file; exit 5 when any is found."""
+    from rig.core.session import Session
+
+    session = Session.open(args.dir)
+    unhashed = sum(1 for e in session.latest().values() if e["status"] == "ok" and not e.get("sha256"))
+
+    def report(cid: str, damages: list[Any]) -> None:
+        for d in damages:
+            print(f"damaged {d.line()}", flush=True)
+
+    checked, damages = session.verify(on_capture=report)
+    bad = sorted({d.capture_id for d in damages})
+    note = f" ({unhashed} without recorded checksums: decoded only)" if unhashed else ""
+    if bad:
+        raise PartialFailure(f"{session.path}: {len(bad)} of {checked} capture(s) damaged or incomplete "
+                             f"({', '.join(bad[:10])}{'…' if len(bad) > 10 else ''}); {len(damages)} file(s) listed above")
+    print(f"{session.path}: all {checked} capture(s) intact{note}")
     return 0

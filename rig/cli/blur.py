@@ -119,8 +119,8 @@ def _parse_factors(text: str | None) -> tuple[float, ...]:
         vals = tuple(float(t) for t in text.split(","))
     except ValueError:
         raise RigError(f"--k-cam-errors: expected comma-separated factors like 0.9,1.1, got {text!r}") from None
-    if not all(v > 0 for v in vals):
-        raise RigError(f"--k-cam-errors: factors must be > 0, got {text!r}")
+    if not all(0 < v < float("inf") for v in vals):
+        raise RigError(f"--k-cam-errors: factors must be finite numbers > 0, got {text!r}")
     return vals
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rig.core.errors import RigError
+from rig.cli.base import threads_count
 
 if TYPE_CHECKING:
     from inference.baseline_zhuo import ZhuoParams
@@ -67,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", help="write the summary (losses, WHDR) to this JSON file")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=threads_count, default=0, help="torch CPU threads (0 = default)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("diw-pairs", help="sample relative-depth point pairs from a dataset's depth maps",
@@ -93,7 +94,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau", type=float, default=0.02, help="equality threshold τ (default 0.02)")
     p.add_argument("--json", dest="json_out", help="write the result to this JSON file")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=threads_count, default=0, help="torch CPU threads (0 = default)")
     p.set_defaults(func=cmd_whdr)
 
     p = sub.add_parser("compare", help="outdoor comparison page: N=2.8 and N=8 models vs. the classical baseline",
@@ -107,7 +108,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance-s", type=float, default=60.0, help="largest EXIF time gap of a pair (default 60 s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=threads_count, default=0, help="torch CPU threads (0 = default)")
     _baseline_args(p)
     p.set_defaults(func=cmd_compare)
 

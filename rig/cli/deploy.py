@@ -6,9 +6,10 @@ Parsers only; every handler imports torch / onnxruntime / OpenCV / device librar
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from rig.core.errors import RigError
+from rig.core.errors import PartialFailure, RigError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -93,12 +94,20 @@ def cmd_live(args: argparse.Namespace) -> int:
                        ply=args.ply)
     if args.serve is False and args.host != "127.0.0.1":
         raise RigError("--host: only used with --serve")
-    run_live(cfg, opts)
+    out = run_live(cfg, opts)
+    if str(out.get("stopped_by", "")).startswith("interrupted"):
+        print(f"rig: interrupted — {out.get('frames_output', 0)} frame(s) saved in {out.get('session')}",
+              file=sys.stderr)
+        return 130
+    skipped = out.get("skipped") or []
+    if skipped:
+        raise PartialFailure(f"{len(skipped)} image(s) of {args.source} skipped as truncated or corrupt "
+                             "(listed above); the others were processed")
     return 0
 
 
 def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from rig.cli.base import add_uncertainty_args
+    from rig.cli.base import add_uncertainty_args, port_number, positive_int, threads_count
     from rig.live import DEFAULT_SCENE_FRAMES
 
     p = sub.add_parser("live", help="live depth + uncertainty from the DSLR (or a simulated/recorded source)",
@@ -123,15 +132,15 @@ def add_live_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--serve", action="store_true", help="serve the live view to a browser (MJPEG)")
     p.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1; any other needs the "
                    "printed token)")
-    p.add_argument("--port", type=int, default=8765, help="viewer port (default 8765; 0 = any free port)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = library default)")
+    p.add_argument("--port", type=port_number, default=8765, help="viewer port (default 8765; 0 = any free port)")
+    p.add_argument("--threads", type=threads_count, default=0, help="inference threads (0 = library default)")
     p.add_argument("--providers", help="onnxruntime providers in order, e.g. tensorrt,cuda,cpu (the default)")
     p.add_argument("--trt-cache", help="TensorRT engine cache folder (default ~/.cache/deep-dfd-rig/tensorrt)")
     p.add_argument("--no-preview", action="store_true", help="DSLR: full captures even when live view exists")
     p.add_argument("--scene-frames", type=int, default=DEFAULT_SCENE_FRAMES,
                    help="simulated source: frames per scene before moving to the next")
     p.add_argument("--loop", action="store_true", help="folder/replay sources: start again at the end")
-    p.add_argument("--queue", type=int, default=2, help="frames held between stages (oldest dropped)")
+    p.add_argument("--queue", type=positive_int, default=2, help="frames held between stages (oldest dropped)")
     p.add_argument("--depth-range", type=float, nargs=2, default=(0.5, 10.0), metavar=("LO", "HI"),
                    help="colour scale of the depth view in m (default 0.5 10)")
     p.add_argument("--std-max", type=float, default=0.5, help="top of the uncertainty colour scale in m")
@@ -149,11 +158,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
                          out=Path(args.out) if args.out else None, mc_samples=args.mc_samples,
                          max_frames=args.max_frames, backend=args.backend, threads=args.threads,
                          providers=providers, config=args.config)
-    run_replay(args.recording, opts)
+    out = run_replay(args.recording, opts)
+    skipped = out.get("skipped") or []
+    if skipped:
+        raise PartialFailure(f"{len(skipped)} frame(s) of {args.recording} skipped as damaged (listed above); "
+                             "the others were replayed")
     return 0
 
 
 def add_replay_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from rig.cli.base import MC_SAMPLES_MAX, mc_samples_count, threads_count
     from rig.replay import THROUGH
 
     p = sub.add_parser("replay", help="feed a session or .db3/.oni recording through registration and/or inference",
@@ -167,11 +181,12 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "as possible)")
     p.add_argument("--model", help="ONNX file, model file, shipped name or architecture (default: shipped model)")
     p.add_argument("--out", help="output session folder (default next to the recording: NAME-replay-THROUGH)")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = one pass)")
+    p.add_argument("--mc-samples", type=mc_samples_count, default=0,
+                   help=f"MC-dropout samples (0 = one pass, else 2 to {MC_SAMPLES_MAX})")
     p.add_argument("--max-frames", type=int, help="replay at most this many frames")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="onnxruntime (torch models are exported and cached) or torch eager (default auto)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = library default)")
+    p.add_argument("--threads", type=threads_count, default=0, help="inference threads (0 = library default)")
     p.add_argument("--providers", help="onnxruntime providers in order (default tensorrt,cuda,cpu)")
     p.add_argument("--config", help="rig config (for .db3/.oni; sessions use their own snapshot)")
     p.set_defaults(func=cmd_replay)

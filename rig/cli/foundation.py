@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rig.core.errors import RigError
+from rig.cli.base import threads_count
 
 # `rig bench NAME` -> "module:function"; the function takes the parsed args and returns a dict of
 # measured figures (printed as a table, written with --json).
@@ -97,7 +98,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="runs per measurement; the median is reported")
     p.add_argument("--quick", action="store_true", help="small inputs (a smoke run, not a measurement)")
     p.add_argument("--model", help="model for `bench infer` (path or shipped name; default: shipped, else untrained lite)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch / onnxruntime (default: all cores)")
+    p.add_argument("--threads", type=threads_count, default=0, help="CPU threads for torch / onnxruntime (default: all cores)")
     p.set_defaults(func=cmd_bench)
 
 

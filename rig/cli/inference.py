@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from rig.core.errors import RigError
+from rig.core.errors import PartialFailure, RigError
 
 if TYPE_CHECKING:
     from inference.camind_use import CamindRunner
@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from rig.cli.base import add_uncertainty_args
+    from rig.cli.base import add_uncertainty_args, threads_count
 
     p = sub.add_parser("train", help="train D3-Net / d3net-lite on a dataset (DDP via torchrun)",
                        description="Train a depth network from a training config (configs/train/*.yaml or a "
@@ -51,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--data", help="override data.root (dataset folder)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--threads", type=int, help="override train.threads (torch CPU threads, 0 = default)")
+    p.add_argument("--threads", type=threads_count, help="override train.threads (torch CPU threads, 0 = default)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
@@ -69,12 +69,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-depth", type=float, help="evaluate ground truth >= this depth (m)")
     p.add_argument("--max-depth", type=float, help="evaluate ground truth <= this depth (m)")
     p.add_argument("--crop", action="store_true", help="evaluate inside the Eigen et al. NYUv2 crop only")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout samples (0 = one deterministic pass)")
+    p.add_argument("--mc-samples", type=mc_samples_count, default=0,
+                   help=f"MC-dropout samples (0 = one deterministic pass, else 2 to {MC_SAMPLES_MAX})")
     p.add_argument("--bin-width", type=float, default=0.5, help="depth-bin width for the per-bin RMS (m)")
     p.add_argument("--grid", type=int, default=4, help="images in the qualitative grid (0 = none)")
     p.add_argument("--limit", type=int, help="evaluate at most this many images")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=threads_count, default=0, help="torch CPU threads (0 = default)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="predict depth (16-bit mm PNG) for an image or a folder",
@@ -95,7 +96,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", choices=("auto", "none"), default="auto",
                    help="auto: area-downsample images much wider than the model's training images")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=threads_count, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--config", help="rig config file or preset (default simulated): DSLR intrinsics for "
                    "camera_intrinsic.json and --ply, depth range for --colorize; camind models use its "
                    "blur.k_cam_px (else thin-lens k_cam) and blur.gamma_px")
@@ -152,8 +153,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise RigError(f"--input-dir {args.input_dir}: no such folder")
     if args.bin_width <= 0:
         raise RigError("--bin-width: must be > 0 m")
-    if args.mc_samples < 0 or args.mc_samples == 1:
-        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
     out_dir = Path(args.out) if args.out else None
     result = evaluate(args.model, Path(args.data), args.split, args.input, args.min_depth, args.max_depth,
                       args.crop, args.mc_samples, args.bin_width, args.grid, args.limit, _device(args.device),
@@ -198,8 +197,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from inference.predict import _device, list_inputs, predict_files
     from rig.cli.base import resolve_uncertainty
 
-    if args.mc_samples < 0 or args.mc_samples == 1:
-        raise RigError("--mc-samples: use 0 (one deterministic pass) or at least 2 samples")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RigError(f"--out {out}: exists and is not a folder (predict writes one PNG per input into a folder)")
     mode, args.mc_samples = resolve_uncertainty(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,18 +216,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if camind is not None and args.device not in ("auto", "cpu"):
         console.print(f"note: camera-independent models run on the CPU (--device {args.device} not used)")
     device = "cpu" if camind is not None else _device(args.device)
-    records = predict_files(args.model, inputs, Path(args.out), mc_samples=args.mc_samples,
+    skipped: list[str] = []
+
+    def skip(path: Path, reason: str) -> None:
+        skipped.append(path.name)
+        console.print(f"skipped {reason}", markup=False, highlight=False, soft_wrap=True)
+
+    records = predict_files(args.model, inputs, out, mc_samples=args.mc_samples,
                             colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize,
                             camind=camind, cfg=cfg, depth_range_m=depth_range, ply=args.ply,
                             warn=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True),
-                            uncertainty=mode)
+                            uncertainty=mode, on_skip=skip if Path(args.input).is_dir() else None)
     for r in records:
         extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
         if camind is not None and r["size_px"][0] != camind.ref_width_px:
             extra += f", k_cam {r['k_cam_px']:.4g} px / γ {r['gamma_px']:.4g} px at {r['size_px'][0]} px wide"
         console.print(f"{Path(r['input']).name}: median depth {r['median_depth_m']:.2f} m{extra} -> "
                       f"{Path(r['outputs'][0]).name}")
-    console.print(f"wrote {len(records)} depth map(s) to {args.out}")
+    console.print(f"wrote {len(records)} depth map(s) to {args.out}"
+                  + (f", skipped {len(skipped)} unreadable input(s)" if skipped else ""), soft_wrap=True)
+    if skipped:
+        raise PartialFailure(f"{len(skipped)} of {len(inputs)} input(s) skipped as truncated or corrupt "
+                             f"({', '.join(skipped[:5])}{'…' if len(skipped) > 5 else ''}); the others were predicted")
     return 0
 
 

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from rig.core.errors import RigError
+from rig.core.errors import PartialFailure, RigError
 
 DIST_MODELS = ("simple", "standard", "rational")
 
@@ -210,7 +210,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     def report(r: FrameResult) -> None:
         if r.status == "failed":
-            console.print(f"[red]✗[/red] {r.capture_id}: {r.error}")
+            console.print(f"[red]✗[/red] {r.capture_id}: {r.error}", soft_wrap=True)
         elif r.status == "registered":
             al = r.meta.get("alignment", {})
             flag = ""
@@ -227,7 +227,11 @@ def cmd_register(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.status == "failed"]
     console.print(f"registered {done}, already done {skipped}, failed {len(failed)} → "
                   f"{Path(args.session) / 'registered'}")
-    return 1 if failed else 0
+    if failed:
+        raise PartialFailure(f"{len(failed)} of {len(results)} capture(s) not registered "
+                             f"({', '.join(r.capture_id for r in failed[:10])}); the others are done, and the "
+                             f"failures are listed above and in {Path(args.session) / 'registered' / 'failed.yaml'}")
+    return 0
 
 
 def cmd_build_dataset(args: argparse.Namespace) -> int:
@@ -238,9 +242,15 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
     manifest = build_dataset([Path(s) for s in args.sessions], Path(args.out), args.test_fraction, args.seed,
                              progress=not args.quiet)
     sp = manifest["splits"]
+    excluded = manifest.get("excluded") or {}
+    for sample_id, reason in excluded.items():
+        print(f"left out {sample_id}: {reason}", flush=True)
     Console().print(f"dataset {args.out}: train {sp['train']['count']} / test {sp['test']['count']} samples, "
                     f"{len(manifest['split']['train_scenes'])} / {len(manifest['split']['test_scenes'])} scenes "
                     f"(split by scene, seed {manifest['split']['seed']})")
+    if excluded:
+        raise PartialFailure(f"{len(excluded)} damaged capture(s) left out of {args.out} (listed above and in its "
+                             "manifest.yaml under 'excluded'); the dataset holds the others")
     return 0
 
 
@@ -292,10 +302,18 @@ def cmd_import_dfd(args: argparse.Namespace) -> int:
             console.print(f"  unmatched: {u}")
         for f in r.failed:
             console.print(f"  failed: {f}")
+    n_failed = sum(len(r.failed) for r in results)
+    if total_ok == 0 and n_failed:  # pairing worked; reading the files did not — not a tolerance problem
+        first = next(f for r in results for f in r.failed)
+        raise PartialFailure(f"{src}: nothing imported: all {n_failed} paired sample(s) failed to read "
+                             f"(first: {first})")
     if total_ok == 0:
         n_un = sum(len(r.unmatched) for r in results)
         raise RigError(f"{src}: nothing imported ({n_un} unmatched file(s) within {tolerance_s:g} s; "
                        "try a larger --tolerance-s)")
     path = write_manifest(out, build_manifest(out, results, cfg, src, tolerance_s, size_wh))
     console.print(f"wrote {total_ok} sample(s) under {out} ({path.name})")
+    if n_failed:
+        raise PartialFailure(f"{n_failed} of {n_failed + total_ok} sample(s) failed to import (listed above); "
+                             f"the other {total_ok} are in {out}")
     return 0

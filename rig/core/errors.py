@@ -25,3 +25,10 @@ class DeviceError(RigError):
     """A device is missing, busy or failed (exit code 3)."""
 
     exit_code = 3
+
+
+class PartialFailure(RigError):
+    """A batch command finished, but some of its items failed (exit code 5). Each failure was
+    listed as it happened; this one line counts them. Everything that succeeded is kept."""
+
+    exit_code = 5

@@ -19,7 +19,8 @@ adopted on resume (:meth:`Session.recover`). Nothing already captured is ever de
 Journal line fields: capture_id, scene_id, scene_index, attempt, status (``ok`` | ``retrying`` —
 this attempt failed and another follows | ``failed`` — the last attempt failed | ``interrupted`` —
 stopped by Ctrl-C or a full disk, redone on resume), error (one line or null), t_start / t_end
-(ISO 8601 UTC), t_start_monotonic_s, duration_s; ok lines add files and bytes.
+(ISO 8601 UTC), t_start_monotonic_s, duration_s; ok lines add files, bytes and sha256 ({file: hex
+SHA-256}, computed before the rename that publishes the capture; :meth:`Session.verify` checks it).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,11 +106,40 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_STDERR_LOCK = threading.Lock()
+_LIBJPEG_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid JPEG", "Bogus", "Unsupported marker")
+
+
+def _decode_catching_libjpeg(buf: Any, flags: int) -> tuple[Any, str | None]:
+    """cv2.imdecode with libjpeg's warnings caught: libjpeg writes "Corrupt JPEG data: …" to the C
+    stderr and still returns pixels, so fd 2 is pointed at a temporary file for the decode. Returns
+    (image or None, the first libjpeg warning or None); any other text goes on to stderr."""
+    import cv2
+    import tempfile
+
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            img = cv2.imdecode(buf, flags)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode("utf-8", "replace")
+    warnings = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(_LIBJPEG_WARNINGS)]
+    rest = "".join(ln + "\n" for ln in text.splitlines() if ln.strip() and ln.strip() not in warnings)
+    if rest:
+        sys.stderr.write(rest)
+    return img, (warnings[0] if warnings else None)
+
+
 def verify_image_file(path: Path) -> tuple[int, ...]:
     """Decode an image file once; returns its array shape ((H, W) or (H, W, C)). Raises ValueError
     (one line) when it is missing, empty, truncated (JPEG without its end-of-image marker, PNG without
-    IEND) or undecodable. JPEGs are decoded at half size (every entropy-coded byte is still read);
-    their shape comes from the frame header."""
+    IEND), corrupt (a JPEG that libjpeg warns about) or undecodable. JPEGs are decoded at half size
+    (every entropy-coded byte is still read); their shape comes from the frame header."""
     import cv2
     import numpy as np
 
@@ -123,9 +156,11 @@ def verify_image_file(path: Path) -> tuple[int, ...]:
         if data[:2] != b"\xff\xd8" or b"\xff\xd9" not in data[-16:]:
             raise ValueError(f"{path.name}: truncated JPEG ({len(data)} bytes, no end-of-image marker)")
         size = jpeg_size(data)
-        img = cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        img, warning = _decode_catching_libjpeg(buf, cv2.IMREAD_REDUCED_GRAYSCALE_2)
         if img is None or img.size == 0 or size is None:
             raise ValueError(f"{path.name}: not decodable")
+        if warning:
+            raise ValueError(f"{path.name}: corrupt JPEG data (libjpeg: {warning})")
         return (size[0], size[1], 3)
     if suffix == ".png":
         if data[:8] != b"\x89PNG\r\n\x1a\n" or b"IEND" not in data[-16:]:
@@ -147,6 +182,74 @@ def capture_files(capture: Capture) -> list[str]:
             files.append(capture.depth.ir_file)
     files += [str(f) for f in capture.extra.get("truth_files", [])]
     return files
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_files(folder: Path, files: list[str]) -> dict[str, str]:
+    """{relative path: SHA-256} of ``files`` under ``folder`` (for the journal, before publishing)."""
+    return {f: sha256_file(Path(folder) / f) for f in files}
+
+
+def capture_file_path(folder: Path, rel: str, session_root: Path | None = None) -> Path:
+    """``folder / rel`` for a file named in a capture record; ConfigError (one line) for an absolute
+    path, a '..' component, or a link that leads outside ``session_root`` (default ``folder``)."""
+    rel_s = str(rel)
+    parts = Path(rel_s).parts
+    if not rel_s or Path(rel_s).is_absolute() or ".." in parts or "\\" in rel_s:
+        raise ConfigError(f"{folder / CAPTURE_META_NAME}: file {rel_s!r} points outside the capture folder "
+                          "(absolute or '..' paths are refused)")
+    path = Path(folder) / rel_s
+    root = Path(session_root if session_root is not None else folder).resolve()
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ConfigError(f"{path}: a link that leads outside the session folder ({resolved}); refused")
+    return path
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged or missing file of an ok capture."""
+
+    capture_id: str
+    file: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.capture_id}: {self.file}: {self.reason}"
+
+
+def check_capture_files(folder: Path, files: list[str], sha256: dict[str, str] | None, capture_id: str,
+                        session_root: Path | None = None) -> list[Damage]:
+    """Re-hash (when checksums were journaled) and fully decode each image of one capture; returns
+    what is missing, changed or undecodable (empty when intact)."""
+    out: list[Damage] = []
+    for rel in files:
+        try:
+            path = capture_file_path(folder, rel, session_root)
+        except ConfigError as e:
+            out.append(Damage(capture_id, str(rel), str(e).split(": ", 1)[-1]))
+            continue
+        if not path.is_file():
+            out.append(Damage(capture_id, rel, "missing"))
+            continue
+        expected = (sha256 or {}).get(rel)
+        if expected is not None and sha256_file(path) != expected:
+            out.append(Damage(capture_id, rel, "checksum mismatch (the file changed after capture)"))
+            continue
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            try:
+                verify_image_file(path)
+            except ValueError as e:
+                out.append(Damage(capture_id, rel, str(e).split(": ", 1)[-1]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------- journal
@@ -223,6 +326,9 @@ class Session:
         if path.is_dir() and any(path.iterdir()):
             raise RigError(f"{path}: folder exists and is not empty (and is not a session); choose a new folder")
         created_dir = not path.exists()
+        created_top = path  # the outermost folder this call creates (parents of a new --save too)
+        while not created_top.parent.exists() and created_top.parent != created_top:
+            created_top = created_top.parent
         meta = {
             "format": SESSION_FORMAT,
             "software": f"deep-dfd-rig {__version__}",
@@ -247,6 +353,7 @@ class Session:
             raise RigError(f"{path}: cannot create the session: {e.strerror or e}") from None
         session = cls(path=path, config=cfg, meta=meta)
         session._created_dir = created_dir
+        session._created_top = created_top if created_dir else None
         return session
 
     def discard_if_unused(self) -> bool:
@@ -265,6 +372,27 @@ class Session:
             raw.rmdir()
         if getattr(self, "_created_dir", False) and not any(self.path.iterdir()):
             self.path.rmdir()
+        return True
+
+    def discard_if_no_data(self, bookkeeping: tuple[str, ...] = ()) -> bool:
+        """Remove an output session this process just created (a live or replay run) when it failed
+        before any data landed in it: every file is empty, or is session.yaml or one of the
+        ``bookkeeping`` paths (relative, e.g. 'live/live.yaml'). Returns True if removed."""
+        keep_out = {SESSION_FILE, LOCK_FILE, *bookkeeping}
+        if not self.path.is_dir():
+            return False
+        for p in self.path.rglob("*"):
+            if p.is_file() and p.stat().st_size > 0 and str(p.relative_to(self.path)) not in keep_out:
+                return False
+        if getattr(self, "_created_dir", False):
+            shutil.rmtree(self.path, ignore_errors=True)
+            top, q = getattr(self, "_created_top", None), self.path.parent
+            while top is not None and self.path != top and q != top.parent and q.is_dir() and not any(q.iterdir()):
+                q.rmdir()  # the parents this run created, while empty
+                q = q.parent
+        else:  # an empty folder the user gave: empty it again
+            for child in self.path.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         return True
 
     @classmethod
@@ -515,12 +643,42 @@ class Session:
                 "attempt": int(cap.extra.get("attempt", 1)), "status": "ok", "error": None,
                 "t_start": cap.t_wall, "t_end": utc_now_iso(), "recovered": True,
                 "files": capture_files(cap) + [CAPTURE_META_NAME],
+                "sha256": sha256_files(p, capture_files(cap) + [CAPTURE_META_NAME]),
                 "bytes": folder_bytes(p),
             })
             notes.append(f"adopted complete capture {p.name} (its journal line was missing)")
         if self.journal_is_torn():
             notes.append("a torn last journal line will be cut off at the next append")
         return notes
+
+    # -- integrity ---------------------------------------------------------------------------------
+    def check_capture(self, capture_id: str) -> list[Damage]:
+        """What is damaged or missing in one ok capture: its record first, then every file it names
+        (re-hashed against the journal's SHA-256 when recorded, and fully decoded)."""
+        entry = self.latest().get(capture_id, {})
+        folder = self.raw_dir(capture_id)
+        sha = entry.get("sha256") if isinstance(entry.get("sha256"), dict) else None
+        meta_damage = check_capture_files(folder, [CAPTURE_META_NAME], sha, capture_id, self.path)
+        if meta_damage:
+            return meta_damage
+        try:
+            cap = self.read_capture(capture_id)
+        except ConfigError as e:
+            return [Damage(capture_id, CAPTURE_META_NAME, str(e).split(": ", 1)[-1])]
+        files = list(dict.fromkeys(capture_files(cap) + [str(f) for f in entry.get("files", []) or []
+                                                         if str(f) != CAPTURE_META_NAME]))
+        return check_capture_files(folder, files, sha, capture_id, self.path)
+
+    def verify(self, on_capture: Any = None) -> tuple[int, list[Damage]]:
+        """(number of ok captures checked, every damage found); ``on_capture(cid, damages)`` per capture."""
+        damages: list[Damage] = []
+        ids = [cid for cid, e in self.latest().items() if e["status"] == "ok"]
+        for cid in ids:
+            found = self.check_capture(cid)
+            damages += found
+            if on_capture is not None:
+                on_capture(cid, found)
+        return len(ids), damages
 
     # -- summary ---------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
