@@ -14,8 +14,9 @@ Every step of the correction is out-of-place: the public code's pitfall (an in-p
 makes the "corrected" blur the uncorrected one) is guarded by tests/test_camind.py (depth changes
 with k_cam, ∂depth/∂k_cam ≠ 0, corrected ≠ uncorrected).
 
-Loss: L = L_depth + b_weight·L_blur, L_depth = mean |log d̂ − log d|, L_blur = mean |λ − σ_gt| with
-σ_gt = ρ·k_cam·|d − d_f|/d (:func:`blur_target_px`).
+Loss: L = L_depth + b_weight·L_blur, L_depth = mean |log d̂ − log d|, L_blur = mean |λ − √(σ_gt² + γ²)|
+with σ_gt = ρ·k_cam·|d − d_f|/d (:func:`blur_target_px`): λ is the blur the image shows, defocus and
+the in-focus blur γ together, so the γ removed by the correction is removed exactly once.
 
 :func:`run_cross_camera_experiment` trains on some cameras (k_cam values) and tests on others,
 for three variants (paper 2 Table 3): no k_cam (the blur goes uncorrected to the depth network),
@@ -129,11 +130,23 @@ def blur_target_px(depth_m: torch.Tensor, k_cam_px: torch.Tensor, focus_m: float
     return rho * k_cam_px.view(-1, 1, 1, 1) * torch.abs(depth_m - focus_m) / depth_m
 
 
+def total_blur_target_px(depth_m: torch.Tensor, k_cam_px: torch.Tensor, focus_m: float, rho: float,
+                         gamma_px: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """The blur λ the image shows (px): √(σ_gt² + γ²), the defocus σ_gt combined with the camera's
+    in-focus blur γ (B,) — what :meth:`CamIndDFD.correct` removes again (σ = √(λ² − γ²))."""
+    sig = blur_target_px(depth_m, k_cam_px, focus_m, rho)
+    g = torch.as_tensor(gamma_px, dtype=sig.dtype, device=sig.device).reshape(-1, 1, 1, 1)
+    return torch.sqrt(sig * sig + g * g)
+
+
 def camind_loss(out: CamIndOutput, depth_m: torch.Tensor, k_cam_px: torch.Tensor, focus_m: float, rho: float,
-                b_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_depth (mean |log d̂ − log d|) + b_weight · L_blur (mean |λ − σ_gt|); returns (loss, parts)."""
+                b_weight: float = 1.0, gamma_px: torch.Tensor | float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_depth (mean |log d̂ − log d|) + b_weight · L_blur (mean |λ − √(σ_gt² + γ²)|); returns (loss, parts).
+
+    λ is trained toward the total blur, so that the γ subtracted in :meth:`CamIndDFD.correct` is
+    subtracted exactly once."""
     l_depth = torch.mean(torch.abs(torch.log(out.depth_m) - torch.log(depth_m)))
-    l_blur = torch.mean(torch.abs(out.lambda_px - blur_target_px(depth_m, k_cam_px, focus_m, rho)))
+    l_blur = torch.mean(torch.abs(out.lambda_px - total_blur_target_px(depth_m, k_cam_px, focus_m, rho, gamma_px)))
     return l_depth + b_weight * l_blur, {"depth": float(l_depth.detach()), "blur": float(l_blur.detach())}
 
 
@@ -229,7 +242,7 @@ def train_camind(model: CamIndDFD, train: Sequence[CameraSet], focus_m: float, s
     for step in range(start, steps):
         x, d, k, g = _batch(train, np.random.default_rng([seed, step]), batch, crop_hw)
         out = model(x, k, g)
-        loss, _ = camind_loss(out, d, k, focus_m, model.rho, b_weight)
+        loss, _ = camind_loss(out, d, k, focus_m, model.rho, b_weight, gamma_px=g)
         opt.zero_grad()
         loss.backward()
         opt.step()

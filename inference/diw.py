@@ -284,7 +284,9 @@ def whdr(depth_a: np.ndarray, depth_b: np.ndarray, rel: np.ndarray, weight: np.n
     """Weighted disagreement of predicted depths (> 0) at A and B with the annotated relations.
 
     Returns {'whdr', 'whdr_eq' (over annotated '=' pairs), 'whdr_neq' (over '<'/'>' pairs),
-    'n_pairs', 'n_eq', 'n_neq'}; NaN where a group is empty.
+    'whdr_sign', 'n_pairs', 'n_eq', 'n_neq'}; NaN where a group is empty. ``whdr_sign`` is Chen et
+    al.'s sign-only WHDR (τ = 0) over the ordinal pairs: a pair is wrong only when the predicted order
+    is the opposite of the annotated one, so correctly ordered near-equal pairs never count as wrong.
     """
     r = np.asarray(rel, dtype=np.int8).ravel()
     w = np.ones(r.size) if weight is None else np.asarray(weight, dtype=np.float64).ravel()
@@ -296,7 +298,11 @@ def whdr(depth_a: np.ndarray, depth_b: np.ndarray, rel: np.ndarray, weight: np.n
         return float((wrong[m] * w[m]).sum() / w[m].sum()) if m.any() and w[m].sum() > 0 else float("nan")
 
     eq = r == 0
-    return {"whdr": rate(np.ones(r.size, bool)), "whdr_eq": rate(eq), "whdr_neq": rate(~eq),
+    diff = np.asarray(depth_a, np.float64).ravel() - np.asarray(depth_b, np.float64).ravel()
+    sign_wrong = (np.sign(diff) != r) & ~eq
+    sign_rate = float((sign_wrong[~eq] * w[~eq]).sum() / w[~eq].sum()) if (~eq).any() and w[~eq].sum() > 0 \
+        else float("nan")
+    return {"whdr": rate(np.ones(r.size, bool)), "whdr_eq": rate(eq), "whdr_neq": rate(~eq), "whdr_sign": sign_rate,
             "n_pairs": int(r.size), "n_eq": int(eq.sum()), "n_neq": int((~eq).sum())}
 
 

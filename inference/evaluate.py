@@ -89,6 +89,23 @@ def gt_range_m(depths_m: Any, valids: Any) -> list[float] | None:
     return None if not np.isfinite(lo) else [round(lo, 4), round(hi, 4)]
 
 
+def already_cropped(root: Path) -> bool:
+    """True when the dataset's images are already NYUv2's cropped valid region (``rig import-nyu``
+    writes ``nyu_cropped: true``; images of exactly 561x427 are taken as cropped too)."""
+    from rig.core import dataset as rds
+
+    man = rds.read_manifest(root)
+    if isinstance(man, dict) and man.get("nyu_cropped"):
+        return True
+    for split in ("test", "train", "val"):
+        ids = rds.list_samples(root, split)
+        if ids:
+            from rig.core.imageio import read_depth_m
+
+            return read_depth_m(rds.sample_path(root, split, "depth", ids[0])).shape == (427, 561)
+    return False
+
+
 def _bin_edges(max_depth_m: float, width_m: float) -> np.ndarray:
     top = max(width_m, np.ceil(max_depth_m / width_m) * width_m)
     return np.arange(0.0, top + width_m / 2, width_m)
@@ -179,6 +196,9 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
 
     loaded = load_model(model_ref, device=device)
     es = resolve_eval_set(Path(data), split, loaded.meta)
+    crop_note = None
+    if crop and already_cropped(es.root):
+        crop, crop_note = False, "the dataset is already cropped to NYUv2's valid region (manifest nyu_cropped)"
     kind = input_kind or loaded.meta.get("input") or "N2_8"
     ids = es.ids[:limit] if limit else es.ids
     images = load_image_set(es.root, es.split_dir, kind, ids, input_dir)
@@ -228,9 +248,9 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
         "data": str(es.root), "split": es.label, "input": kind,
         "input_dir": None if input_dir is None else str(input_dir), "n_images": mean.pop("n_images"),
         "metrics": mean,
-        "pooled": pooled_metrics(preds, images.depth_m, images.valid, min_depth_m, max_depth_m),
+        "pooled": pooled_metrics(preds, images.depth_m, images.valid, min_depth_m, max_depth_m, crop),
         "per_image": per_image, "bins": bins.to_dict(),
-        "settings": {"min_depth_m": min_depth_m, "max_depth_m": max_depth_m, "crop": crop,
+        "settings": {"min_depth_m": min_depth_m, "max_depth_m": max_depth_m, "crop": crop, "crop_note": crop_note,
                      "mc_samples": mc_samples, "bin_width_m": bin_width_m, "aggregate": "mean over images",
                      "gt_range_m": gt_range_m(images.depth_m, images.valid)},
         "training": {k: loaded.meta.get(k) for k in ("epoch", "n_train", "n_val", "val_carved", "dataset")

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rig.core.errors import RigError
+
 if TYPE_CHECKING:
     from inference.live import Result
 

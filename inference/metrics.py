@@ -100,13 +100,13 @@ def mean_metrics(per_image: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def pooled_metrics(preds: Iterable[np.ndarray], gts: Iterable[np.ndarray],
                    valids: Iterable[np.ndarray | None] | None = None, min_depth_m: float | None = None,
-                   max_depth_m: float | None = None) -> dict[str, float]:
-    """Metrics over all evaluated pixels of all images at once."""
+                   max_depth_m: float | None = None, crop: bool = False) -> dict[str, float]:
+    """Metrics over all evaluated pixels of all images at once (inside :func:`eigen_crop` with ``crop``)."""
     preds, gts = list(preds), list(gts)
     vs = list(valids) if valids is not None else [None] * len(preds)
     ds, gs = [], []
     for p, g, v in zip(preds, gts, vs):
-        mask = eval_mask(g, v, min_depth_m, max_depth_m)
+        mask = eval_mask(g, v, min_depth_m, max_depth_m, eigen_crop(np.shape(g)) if crop else None)
         d, gg = _values(p, g, mask, min_depth_m, max_depth_m)
         ds.append(d)
         gs.append(gg)

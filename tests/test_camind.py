@@ -111,3 +111,29 @@ def test_tiny_cross_camera_experiment_runs():
         assert np.isfinite(r["rel"]) and np.isfinite(r["rms"]) and np.isfinite(r["log10"])
     table = format_table(rows)
     assert table.count("\n") == 4 and "est k_cam" in table
+
+
+def test_gamma_is_subtracted_exactly_once():
+    """λ is trained toward √(σ² + γ²); the correction √(λ² − γ²) then gives back the defocus σ itself."""
+    from inference.camind import total_blur_target_px
+
+    k, g = torch.tensor([6.0]), torch.tensor([0.8])
+    d = torch.tensor([0.7, 1.5, 3.0, 6.0]).view(1, 1, 1, 4)
+    sig = blur_target_px(d, k, 2.0, 0.3)
+    lam = total_blur_target_px(d, k, 2.0, 0.3, g)
+    np.testing.assert_allclose(lam.numpy(), np.sqrt(sig.numpy() ** 2 + 0.64), rtol=1e-6)
+    m = _model()
+    recovered, _ = m.correct(lam, k, g)
+    np.testing.assert_allclose(recovered.numpy(), sig.numpy(), rtol=1e-4, atol=1e-3)
+    # a λ equal to the defocus-only σ (the old target) would lose γ twice: the correction shrinks it
+    twice, _ = m.correct(sig, k, g)
+    assert float((sig - twice).abs().max()) > 0.1
+    # the loss is zero at the right target (blur part) and positive at the old one
+    out = m(torch.rand(1, 3, 4, 4), 6.0, 0.8)
+    from inference.camind import CamIndOutput
+
+    depth = torch.full((1, 1, 4, 4), 3.0)
+    right = CamIndOutput(depth, total_blur_target_px(depth, k, 2.0, 0.3, g), out.sigma_defocus_px, out.corrected)
+    old = CamIndOutput(depth, blur_target_px(depth, k, 2.0, 0.3), out.sigma_defocus_px, out.corrected)
+    assert camind_loss(right, depth, k, 2.0, 0.3, gamma_px=g)[1]["blur"] < 1e-6
+    assert camind_loss(old, depth, k, 2.0, 0.3, gamma_px=g)[1]["blur"] > 0.05

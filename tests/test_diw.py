@@ -232,3 +232,17 @@ def test_cli_pairs_finetune_and_eval(tmp_path, capsys):
                  "--images", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("rig: error:") for e in err)
+
+
+def test_sign_only_whdr_by_hand():
+    """τ = 0.02 counts a correctly ordered near-equal pair as wrong; the sign-only WHDR does not."""
+    from inference.diw import whdr
+
+    rel = np.array([1, 1, -1, 0])  # +1: A farther
+    da = np.array([2.01, 3.0, 1.0, 2.0])
+    db = np.array([2.00, 2.0, 1.5, 2.0])  # pair 0: right order but within 2 %
+    r = whdr(da, db, rel, tau=0.02)
+    assert r["whdr_neq"] == pytest.approx(1 / 3)
+    assert r["whdr_sign"] == pytest.approx(0.0)
+    r2 = whdr(db, da, rel, tau=0.02)  # every ordinal pair reversed
+    assert r2["whdr_sign"] == pytest.approx(1.0)

@@ -310,7 +310,7 @@ def cmd_whdr(args: argparse.Namespace) -> int:
     r = evaluate_whdr(loaded.model, images, args.tau, device)
     print(f"{loaded.path.name}: WHDR {r['whdr'] * 100:.1f}% over {r['n_pairs']} pairs "
           f"(equal pairs {_pct(r['whdr_eq'])} of {r['n_eq']}, ordinal {_pct(r['whdr_neq'])} of {r['n_neq']}; "
-          f"τ={args.tau:g})")
+          f"τ={args.tau:g}); sign-only WHDR (Chen et al., τ=0) {_pct(r['whdr_sign'])} of {r['n_neq']} ordinal pairs")
     if args.json_out:
         from inference.evaluate import write_json
 

@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from rig.cli.base import add_uncertainty_args, threads_count
+    from rig.cli.base import MC_SAMPLES_MAX, add_uncertainty_args, mc_samples_count, threads_count
 
     p = sub.add_parser("train", help="train D3-Net / d3net-lite on a dataset (DDP via torchrun)",
                        description="Train a depth network from a training config (configs/train/*.yaml or a "
@@ -157,6 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.model, Path(args.data), args.split, args.input, args.min_depth, args.max_depth,
                       args.crop, args.mc_samples, args.bin_width, args.grid, args.limit, _device(args.device),
                       out_dir, input_dir=Path(args.input_dir) if args.input_dir else None)
+    if result["settings"].get("crop_note"):
+        print(f"--crop not applied again: {result['settings']['crop_note']}")
     print_metrics(result)
     if args.json_out:
         write_json(Path(args.json_out), result)
