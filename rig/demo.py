@@ -199,7 +199,11 @@ def predict_step(ctx: DemoContext) -> list[str]:
     out = Path(ctx.out_dir)
     report_dir = out / "report"
     model_ref, model_desc = _demo_model(out)
-    mc = 8 if ctx.quick else 50
+    from inference.model import load_model
+
+    own_sigma = load_model(model_ref).arch == "dfdnet"  # an aleatoric σ head: one pass gives depth and σ
+    mc = 0 if own_sigma else 8 if ctx.quick else 50
+    sigma_name = "aleatoric σ (one pass)" if own_sigma else f"MC-dropout σ, {mc} samples"
     limit = 2 if ctx.quick else 8
     lines = [f"model: {model_desc}"]
     dataset = ctx.artifacts.get("dataset")
@@ -226,14 +230,14 @@ def predict_step(ctx: DemoContext) -> list[str]:
         images.append((Path(r["input"]), f"{stem}: input (f/2.8)"))
         images.append((pred_dir / f"{stem}_color.png", f"{stem}: depth (median {r['median_depth_m']:.2f} m)"))
         images.append((pred_dir / f"{stem}_std_color.png",
-                       f"{stem}: MC-dropout σ, {mc} samples (mean {r['mean_std_m'] * 100:.1f} cm)"))
-    section = {"title": "Predictions with MC-dropout uncertainty",
-               "text": f"{model_desc}; {mc} dropout samples per image; 16-bit depth/σ PNGs (mm) in {pred_dir}.",
+                       f"{stem}: {sigma_name} (mean {r['mean_std_m'] * 100:.1f} cm)"))
+    section = {"title": "Predictions with uncertainty",
+               "text": f"{model_desc}; {sigma_name}; 16-bit depth/σ PNGs (mm) in {pred_dir}.",
                "images": images}
     page = build_report(eval_dir, report_dir, title="rig demo: depth from defocus", extra_sections=[section])
     ctx.artifacts["report"] = page
     ctx.artifacts["predictions"] = pred_dir
-    lines += [f"{len(records)} depth maps (+ σ) with {mc} MC-dropout samples -> {pred_dir}", f"report: {page}"]
+    lines += [f"{len(records)} depth maps (+ {sigma_name}) -> {pred_dir}", f"report: {page}"]
     return lines
 
 

@@ -620,7 +620,7 @@ def _run_live_with(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list
     return out
 
 
-LIVE_BOOKKEEPING = ("live/live.yaml",)  # written by every live run, frames or not
+LIVE_BOOKKEEPING = ("live/live.yaml", "live/depth/camera_intrinsic.json")  # written by every live run, frames or not
 
 
 def _record_live(cfg: "RigConfig", opts: LiveOptions, source: Any, notes: list[str],

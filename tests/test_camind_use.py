@@ -115,7 +115,7 @@ def test_predict_uses_the_config_k_cam(tmp_path: Path, camind_file: Path, capsys
     a, out_a = predict("a", "--config", str(cfg_a), "--colorize")
     assert "k_cam 2.5 px (blur calibration (config))" in out_a and "γ 0 px" in out_a
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "img0.png", "img0_color.png", "img1.png", "img1_color.png"]
+        "camera_intrinsic.json", "img0.png", "img0_color.png", "img1.png", "img1_color.png"]
     assert a.shape == (H, W) and (a > 0).all()
     b, _ = predict("b", "--config", str(cfg_b))
     assert not np.array_equal(a, b)  # the config's k_cam reaches the network

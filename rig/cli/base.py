@@ -106,7 +106,7 @@ def add_uncertainty_args(p: argparse.ArgumentParser) -> None:
                    "aleatoric (the σ head of dfdnet models, one pass); default: mc when --mc-samples is "
                    "given, else the model's own σ (aleatoric for dfdnet models, none otherwise)")
     p.add_argument("--mc-samples", type=mc_samples_count, default=0,
-                   help=f"MC-dropout samples (paper 1: 50; 2 to {MC_SAMPLES_MAX}); 0 = one pass")
+                   help=f"MC-dropout samples (paper 1: 50; at most {MC_SAMPLES_MAX}); 0 = one pass")
 
 
 def resolve_uncertainty(args: argparse.Namespace) -> tuple[str, int]:
