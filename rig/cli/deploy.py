@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rig.core.errors import PartialFailure, RigError
 
@@ -50,6 +51,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     console = Console()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if _export_camind(args, console):
+        return 0
     net, meta, source = load_net(args.model)
     report = export_model(net, Path(args.out), height=args.height, width=args.width, dynamic=args.dynamic,
                           fp16=args.fp16, mc=not args.no_mc, opset=args.opset, source=source, model_meta=meta,
@@ -74,6 +77,30 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"wrote {q} (int8, {q.stat().st_size / 1e6:.1f} MB; calibrated on {note})")
     console.print(f"export took {report.seconds:.1f} s")
     return 0
+
+
+def _export_camind(args: argparse.Namespace, console: Any) -> bool:
+    """Export a camind model file (k_cam and γ as graph inputs) and print its parity; False if not camind."""
+    from inference.camind_use import camind_model_path
+
+    path = camind_model_path(args.model)
+    if path is None:
+        return False
+    if args.int8:
+        raise RigError("--int8: not available for camera-independent (camind) models")
+    from inference.camind import load_camind
+    from inference.camind_onnx import export_camind
+
+    model, meta = load_camind(path)
+    report = export_camind(model, Path(args.out), height=args.height, width=args.width, source=str(path),
+                           model_meta=meta, fp16=args.fp16, check=not args.no_check, opset=args.opset)
+    out = report.files["depth"]
+    console.print(f"wrote {out} (camind: inputs rgb, k_cam_px, gamma_px; any size; "
+                  f"{out.stat().st_size / 1e6:.1f} MB)")
+    for name, v in report.parity.items():
+        console.print(f"parity {name}: max |Δ| = {v:.2e} m (onnxruntime CPU vs torch)")
+    console.print(f"export took {report.seconds:.1f} s")
+    return True
 
 
 def cmd_live(args: argparse.Namespace) -> int:
