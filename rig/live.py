@@ -372,8 +372,8 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
                   uncertainty: str = "") -> Backend:
     """The inference function: onnxruntime (an .onnx file, or a torch model exported and cached) or
     torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None). A
-    camera-independent (camind) model runs in torch with ``cfg``'s k_cam and γ (default: the
-    simulated preset); see :func:`camind_backend`. ``uncertainty='moments'``: sampling-free
+    camera-independent (camind) model runs with ``cfg``'s k_cam and γ (default: the simulated
+    preset), on onnxruntime or torch alike; see :func:`camind_backend`. ``uncertainty='moments'``: sampling-free
     MC-dropout (:mod:`inference.moments`), (mean, std) in one pass."""
     if uncertainty == "moments" and mc_samples:
         raise RigError("--uncertainty moments: takes no --mc-samples (it is sampling-free)")
