@@ -27,7 +27,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                        "padding to the stride inside), FILE.trunk.onnx + FILE.decoder.onnx (MC-dropout, "
                        "decoder samples batched). Prints the parity against torch (max |Δ| in metres).")
     p.add_argument("--model", required=True, help="model file, run folder, shipped name, or an architecture "
-                   "name (d3net, d3net-lite) for untrained weights")
+                   "name (d3net, d3net-lite) for untrained weights; a camind model file gets one graph "
+                   "with k_cam_px and gamma_px as inputs")
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (inputs/outputs stay float32)")
     p.add_argument("--dynamic", action="store_true", help="symbolic batch/height/width (any size >= 32 px)")
