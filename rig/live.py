@@ -372,8 +372,8 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
                   uncertainty: str = "") -> Backend:
     """The inference function: onnxruntime (an .onnx file, or a torch model exported and cached) or
     torch eager. ``mc_samples`` >= 2 returns (MC mean, MC std), else (one pass, None). A
-    camera-independent (camind) model runs in torch with ``cfg``'s k_cam and γ (default: the
-    simulated preset); see :func:`camind_backend`. ``uncertainty='moments'``: sampling-free
+    camera-independent (camind) model runs with ``cfg``'s k_cam and γ (default: the simulated
+    preset), on onnxruntime or torch alike; see :func:`camind_backend`. ``uncertainty='moments'``: sampling-free
     MC-dropout (:mod:`inference.moments`), (mean, std) in one pass."""
     if uncertainty == "moments" and mc_samples:
         raise RigError("--uncertainty moments: takes no --mc-samples (it is sampling-free)")
@@ -388,7 +388,9 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
     if camind_path is not None:
         if uncertainty == "moments":
             raise RigError("--uncertainty moments: camera-independent models have no dropout uncertainty")
-        return camind_backend(camind_path, cfg, backend=backend, mc_samples=mc_samples, threads=threads)
+        return camind_backend(camind_path, cfg, backend=backend, mc_samples=mc_samples, threads=threads,
+                              providers=providers, trt_cache=trt_cache, spin=spin, onnx_cache=onnx_cache,
+                              size=size)
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
@@ -439,11 +441,28 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
     return Backend(infer=infer_torch, description=f"torch eager ({torch.get_num_threads()} thread(s))", model=str(ref))
 
 
+def camind_onnx_for(path: Path, cache_dir: Path | None = None) -> Path:
+    """The camind model file exported to ONNX (k_cam and γ as inputs, any size), cached in
+    ``cache_dir`` (default $RIG_ONNX_CACHE or ~/.cache/deep-dfd-rig/onnx) by weights digest."""
+    from inference.camind_onnx import export_camind
+
+    folder = Path(cache_dir or os.environ.get("RIG_ONNX_CACHE") or ONNX_CACHE)
+    out = folder / f"{path.stem}-{_file_digest(path)}-camind.onnx"
+    if not out.is_file():
+        from inference.camind import load_camind
+
+        model, meta = load_camind(path)
+        export_camind(model, out, height=32, width=48, source=str(path), model_meta=meta, check=False)
+    return out
+
+
 def camind_backend(path: Path, cfg: "RigConfig | None", *, backend: str = "auto", mc_samples: int = 0,
-                   threads: int = 0) -> Backend:
-    """Torch eager for a camind model file, k_cam / γ from ``cfg`` (scaled to each frame's width).
-    There is no ONNX export of camind models (``--backend onnx`` falls back with a note) and no
-    dropout (``mc_samples`` > 0 is a RigError)."""
+                   threads: int = 0, providers: tuple[str, ...] | None = None, trt_cache: Path | None = None,
+                   spin: bool = False, onnx_cache: Path | None = None,
+                   size: tuple[int, int] = (645, 432)) -> Backend:
+    """A camind model file with k_cam / γ from ``cfg`` (scaled to each frame's width): onnxruntime
+    (exported once and cached, :func:`camind_onnx_for`) for ``backend`` onnx, or auto when onnxruntime
+    is installed; torch eager otherwise. No dropout (``mc_samples`` > 0 is a RigError)."""
     import torch
 
     from inference.camind_use import open_camind, refuse_mc_samples
@@ -452,15 +471,35 @@ def camind_backend(path: Path, cfg: "RigConfig | None", *, backend: str = "auto"
     from rig.core.config import load_rig_config
 
     runner = open_camind(path, cfg if cfg is not None else load_rig_config("simulated"))
-    notes = (["--backend onnx: camind models have no ONNX export; running torch eager"]
-             if backend == "onnx" else []) + runner.notes
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+
+            backend = "onnx"
+        except ImportError:
+            backend = "torch"
+    if backend == "onnx":
+        from inference.camind_onnx import CamindEngine
+        from inference.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, EngineConfig
+
+        onnx_path = camind_onnx_for(path, onnx_cache)
+        ecfg = EngineConfig(providers=tuple(providers or DEFAULT_PROVIDERS), threads=threads,
+                            trt_cache_dir=Path(trt_cache or DEFAULT_TRT_CACHE), spin=spin)
+        engine = CamindEngine(onnx_path, ecfg, warm_size=size)
+
+        def infer_onnx(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            k, g = runner.constants_at(int(rgb.shape[1]))
+            return engine.predict(rgb, k, g), None
+
+        return Backend(infer=infer_onnx, model=str(path), onnx=str(onnx_path), engine=engine,
+                       notes=tuple(runner.notes), description=f"{engine.describe()}, camind: {runner.describe()}")
     if threads:
         torch.set_num_threads(threads)
 
     def infer(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return runner.infer(rgb), None
 
-    return Backend(infer=infer, model=str(path), notes=tuple(notes),
+    return Backend(infer=infer, model=str(path), notes=tuple(runner.notes),
                    description=f"torch eager ({torch.get_num_threads()} thread(s)), camind: {runner.describe()}")
 
 

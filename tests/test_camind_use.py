@@ -148,10 +148,11 @@ def test_live_runs_a_camind_model_with_the_config_constants(tmp_path: Path, cami
     src = _images(tmp_path / "src")
     lines: list[str] = []
     out = run_live(cfg, LiveOptions(source=f"folder:{src}", model=str(camind_file), backend="onnx",
-                                    save=tmp_path / "run", panel=False, drop=False), print_fn=lines.append)
+                                    save=tmp_path / "run", panel=False, drop=False, onnx_cache=tmp_path / "cache"),
+                   print_fn=lines.append)
     assert out["frames_output"] == 2 and out["stopped_by"] == "end of source"
     assert "k_cam 1.5 px (blur calibration (config))" in out["engine"]
-    assert any("no ONNX export" in s for s in lines)
+    assert out["engine"].startswith("onnxruntime CPU") and out["onnx"].endswith("-camind.onnx")
     results = read_jsonl(tmp_path / "run" / "live" / "results.jsonl")
     d = read_depth_m(tmp_path / "run" / "live" / results[0]["depth"])
     assert d.shape == (H, W) and (d > 0).all()

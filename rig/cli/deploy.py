@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rig.core.errors import PartialFailure, RigError
 
@@ -26,7 +27,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                        "padding to the stride inside), FILE.trunk.onnx + FILE.decoder.onnx (MC-dropout, "
                        "decoder samples batched). Prints the parity against torch (max |Δ| in metres).")
     p.add_argument("--model", required=True, help="model file, run folder, shipped name, or an architecture "
-                   "name (d3net, d3net-lite) for untrained weights")
+                   "name (d3net, d3net-lite) for untrained weights; a camind model file gets one graph "
+                   "with k_cam_px and gamma_px as inputs")
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (inputs/outputs stay float32)")
     p.add_argument("--dynamic", action="store_true", help="symbolic batch/height/width (any size >= 32 px)")
@@ -50,6 +52,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     console = Console()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if _export_camind(args, console):
+        return 0
     net, meta, source = load_net(args.model)
     report = export_model(net, Path(args.out), height=args.height, width=args.width, dynamic=args.dynamic,
                           fp16=args.fp16, mc=not args.no_mc, opset=args.opset, source=source, model_meta=meta,
@@ -74,6 +78,30 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"wrote {q} (int8, {q.stat().st_size / 1e6:.1f} MB; calibrated on {note})")
     console.print(f"export took {report.seconds:.1f} s")
     return 0
+
+
+def _export_camind(args: argparse.Namespace, console: Any) -> bool:
+    """Export a camind model file (k_cam and γ as graph inputs) and print its parity; False if not camind."""
+    from inference.camind_use import camind_model_path
+
+    path = camind_model_path(args.model)
+    if path is None:
+        return False
+    if args.int8:
+        raise RigError("--int8: not available for camera-independent (camind) models")
+    from inference.camind import load_camind
+    from inference.camind_onnx import export_camind
+
+    model, meta = load_camind(path)
+    report = export_camind(model, Path(args.out), height=args.height, width=args.width, source=str(path),
+                           model_meta=meta, fp16=args.fp16, check=not args.no_check, opset=args.opset)
+    out = report.files["depth"]
+    console.print(f"wrote {out} (camind: inputs rgb, k_cam_px, gamma_px; any size; "
+                  f"{out.stat().st_size / 1e6:.1f} MB)")
+    for name, v in report.parity.items():
+        console.print(f"parity {name}: max |Δ| = {v:.2e} m (onnxruntime CPU vs torch)")
+    console.print(f"export took {report.seconds:.1f} s")
+    return True
 
 
 def cmd_live(args: argparse.Namespace) -> int:
