@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
@@ -312,8 +312,13 @@ def _pick_device(name: str) -> str:
     return name
 
 
-def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train per ``cfg`` into ``out_dir``; returns a summary (epochs run, best/last validation)."""
+def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False,
+                 log: Callable[[str], None] = lambda s: None,
+                 on_batch: Callable[[int, int, int, float], None] | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` into ``out_dir``; returns a summary (epochs run, best/last validation).
+
+    Progress reaches the caller through ``log`` (one line per epoch, rich markup allowed) and
+    ``on_batch(epoch, batch, batches_per_epoch, loss)``; only the main DDP process reports."""
     import torch
 
     from inference import data as D
@@ -335,9 +340,8 @@ def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False, quiet: b
             raise RigError(f"{out_dir}: nothing to resume (no last.pt)")
     _barrier(dist_)
 
-    from rich.console import Console
-
-    console = Console(quiet=quiet or not dist_.main)
+    if not dist_.main:
+        log, on_batch = (lambda s: None), None
     rd = prepare_data(cfg)
     crop = (int(cfg.data["crop_px"][1]), int(cfg.data["crop_px"][0]))  # (h, w)
     depth_scale = rd.train.mean_depth_m() or 2.5
@@ -388,13 +392,11 @@ def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False, quiet: b
                                                         "train_ids": rd.train.ids}, indent=1))
     epochs = int(cfg.train["epochs"])
     n_batches = D.batches_per_epoch(len(rd.train), cfg.data["crops_per_image"], cfg.train["batch_size"], dist_.world)
-    console.print(f"[bold]{cfg.name}[/bold]: {arch} on {cfg.data['input']}, {len(rd.train)} train / "
-                  f"{len(rd.val or [])} val images ({'carved by scene' if rd.carved else rd.val_split}), "
-                  f"{dist_.world} process(es) on {device}, {n_batches} batches/epoch, epochs {start_epoch}->{epochs}")
+    log(f"[bold]{cfg.name}[/bold]: {arch} on {cfg.data['input']}, {len(rd.train)} train / "
+        f"{len(rd.val or [])} val images ({'carved by scene' if rd.carved else rd.val_split}), "
+        f"{dist_.world} process(es) on {device}, {n_batches} batches/epoch, epochs {start_epoch}->{epochs}")
     t_start = time.perf_counter()
     epochs_run = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     for epoch in range(start_epoch, epochs):
         if cfg.train["lr_schedule"] == "cosine":
             lr = cfg.train["lr"] * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
@@ -404,22 +406,19 @@ def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False, quiet: b
         net.train()
         t0 = time.perf_counter()
         losses = []
-        with Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console,
-                      transient=True, disable=not dist_.main or quiet) as prog:
-            task = prog.add_task("train", total=n_batches, loss="-")
-            for rgb, depth, valid in D.iter_batches(rd.train, cfg.train["batch_size"], crop, cfg.data["hflip_p"],
-                                                     cfg.train["seed"], epoch, cfg.data["crops_per_image"],
-                                                     dist_.rank, dist_.world):
-                x = torch.from_numpy(rgb).to(device)
-                y = torch.from_numpy(depth).to(device)
-                v = torch.from_numpy(valid).to(device)
-                loss = masked_l1(net(x), y, v)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                prog.update(task, advance=1, loss=f"{losses[-1]:.3f}")
+        for rgb, depth, valid in D.iter_batches(rd.train, cfg.train["batch_size"], crop, cfg.data["hflip_p"],
+                                                 cfg.train["seed"], epoch, cfg.data["crops_per_image"],
+                                                 dist_.rank, dist_.world):
+            x = torch.from_numpy(rgb).to(device)
+            y = torch.from_numpy(depth).to(device)
+            v = torch.from_numpy(valid).to(device)
+            loss = masked_l1(net(x), y, v)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if on_batch is not None:
+                on_batch(epoch, len(losses), n_batches, losses[-1])
         record: dict[str, Any] = {"epoch": epoch + 1, "train_l1": float(np.mean(losses)) if losses else float("nan"),
                                   "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0,
                                   "batches": len(losses), "world": dist_.world}
@@ -444,12 +443,12 @@ def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False, quiet: b
             if "val_l1" in record:
                 msg += (f" | val L1 {record['val_l1']:.3f} rel {record['val_rel']:.3f} rms {record['val_rms']:.3f} m "
                         f"δ1 {record['val_delta1'] * 100:.1f}%")
-            console.print(msg)
+            log(msg)
         epochs_run += 1
         _barrier(dist_)
         over = cfg.train["max_minutes"] is not None and (time.perf_counter() - t_start) / 60 > cfg.train["max_minutes"]
         if _broadcast_flag(dist_, over) and epoch + 1 < epochs:
-            console.print(f"stopping after epoch {epoch + 1}: train.max_minutes ({cfg.train['max_minutes']:g}) "
+            log(f"stopping after epoch {epoch + 1}: train.max_minutes ({cfg.train['max_minutes']:g}) "
                           "reached; `--resume` continues")
             break
     summary = {"out": str(out_dir), "epochs_run": epochs_run, "epoch": start_epoch + epochs_run,

@@ -35,7 +35,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         "data": {"root": str(root), "input": "N2_8", "crop_px": [32, 32], "val_fraction": 0.25,
                  "max_scene_captures": 2},
         "train": {"epochs": 1, "batch_size": 4, "threads": 1}})
-    run_training(cfg, tmp / "run", quiet=True)
+    run_training(cfg, tmp / "run")
     res = evaluate(str(tmp / "run" / "best.pt"), root, "val", mc_samples=3, grid=2, out_dir=tmp / "eval",
                    progress=False)
     return tmp / "eval", res
@@ -60,8 +60,9 @@ def test_report_html_content(evaluated: tuple[Path, dict], tmp_path: Path) -> No
     lo, hi = res["settings"]["gt_range_m"]
     assert "…" not in html and f"all depths (ground truth {lo:.2f}–{hi:.2f} m)" in html  # not a placeholder
     assert f"{res['metrics']['rel']:.3f}" in html and "paper 1 Table 2" in html
-    for name in ("depth_bins.png", "grid.png"):
+    for name in ("depth_bins.png", "grid.png", "sparsification.png"):
         assert f"src='{name}'" in html and (tmp_path / "report" / name).is_file()  # files next to the page
+    assert "AUSE ratio" in html and f"{res['uncertainty']['ause_ratio']:.2f}" in html
     with pytest.raises(RigError, match="no metrics.json"):
         build_report(tmp_path / "nothing")
 
@@ -76,7 +77,8 @@ def test_report_renders_in_headless_chromium(evaluated: tuple[Path, dict], tmp_p
     assert body, dom[:500]
     total = re.search(r'data-images="(\d+)"', body.group(0))
     loaded = re.search(r'data-images-loaded="(\d+)"', body.group(0))
-    assert total and loaded and int(total.group(1)) == int(loaded.group(1)) == 2  # both figures decoded
+    # depth bins, grid and sparsification (the eval ran MC-dropout, so it has σ): all decoded
+    assert total and loaded and int(total.group(1)) == int(loaded.group(1)) == 3
     cells = re.findall(r"<td data-metric=\"rel\">([^<]+)</td>", dom)
     assert f"{res['metrics']['rel']:.3f}" in cells
     shot = tmp_path / "shot.png"

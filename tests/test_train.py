@@ -140,7 +140,7 @@ def test_crops_are_pixel_exact_slices_with_flips(tiny_data: Path) -> None:
 
 def test_loss_decreases_and_files_are_written(tiny_data: Path, tmp_path: Path) -> None:
     cfg = train_config_from_dict(tiny_config(tiny_data, epochs=8, val_every=4))
-    summary = run_training(cfg, tmp_path / "run", quiet=True)
+    summary = run_training(cfg, tmp_path / "run")
     hist = [yaml.safe_load(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, 9))
     assert (hist[-1]["train_l1"] + hist[-2]["train_l1"]) / 2 < 0.7 * hist[0]["train_l1"]
@@ -162,12 +162,12 @@ def test_loss_decreases_and_files_are_written(tiny_data: Path, tmp_path: Path) -
 
 def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
     cfg2 = train_config_from_dict(tiny_config(tiny_data, epochs=2))
-    run_training(cfg2, tmp_path / "straight", quiet=True)
+    run_training(cfg2, tmp_path / "straight")
     cfg1 = train_config_from_dict(tiny_config(tiny_data, epochs=1))
-    run_training(cfg1, tmp_path / "resumed", quiet=True)
+    run_training(cfg1, tmp_path / "resumed")
     with pytest.raises(RigError, match="pass --resume"):
-        run_training(cfg2, tmp_path / "resumed", quiet=True)
-    run_training(cfg2, tmp_path / "resumed", resume=True, quiet=True)
+        run_training(cfg2, tmp_path / "resumed")
+    run_training(cfg2, tmp_path / "resumed", resume=True)
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
@@ -175,4 +175,4 @@ def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["history"][1]["train_l1"] == b["history"][1]["train_l1"]
     with pytest.raises(RigError, match="nothing to resume"):
-        run_training(cfg2, tmp_path / "empty", resume=True, quiet=True)
+        run_training(cfg2, tmp_path / "empty", resume=True)

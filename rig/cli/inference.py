@@ -29,7 +29,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["train.threads"] = args.threads
     cfg = load_train_config(args.config, overrides)
     out = Path(args.out) if args.out else REPO_ROOT / "runs" / cfg.name
-    summary = run_training(cfg, out, resume=args.resume, quiet=args.quiet)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(quiet=args.quiet)
+    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=True,
+                  disable=args.quiet) as prog:
+        task = prog.add_task("train", total=1, epoch="-", loss="-")
+
+        def on_batch(epoch: int, batch: int, batches: int, loss: float) -> None:
+            prog.update(task, total=batches, completed=batch, epoch=epoch + 1, loss=f"{loss:.3f}")
+
+        summary = run_training(cfg, out, resume=args.resume, log=console.print, on_batch=on_batch)
     if int(os.environ.get("RANK", "0")) == 0:
         b = summary["best"]
         if "rel" in b:
