@@ -210,7 +210,7 @@ def test_predict_folder_skips_bad_images_and_reports_them(images, lite_model, tm
     assert "skipped" in o and "b.jpg: truncated JPEG" in o and "c.jpg: corrupt JPEG data" in o
     assert "wrote 2 depth map(s)" in o and "skipped 2 unreadable input(s)" in o
     assert len(err_lines(err)) == 1 and "2 of 4 input(s) skipped" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "d.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "camera_intrinsic.json", "d.png"]
 
 
 def test_live_folder_source_skips_bad_images(images, tmp_path, capsys):

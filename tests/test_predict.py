@@ -156,7 +156,12 @@ def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() ->
         loaded = M.load_model(name)
         meta = loaded.meta
         model_m, const_m = [], []
-        for sid in meta["val_ids"]:
+        # models trained on all 81 captures (the depth study's final runs) have no held-out ids: their
+        # held-out figures are the cross-validation in models/README.md; here they must at least fit
+        # a spread of their training captures better than a constant
+        ids = meta["val_ids"] or sorted(meta.get("train_ids", []))[::10]
+        assert ids, name
+        for sid in ids:
             t = capture_time(sid)
             gaps = [abs((t - dt).total_seconds()) for dt in depth_times]
             j = int(np.argmin(gaps))
@@ -167,5 +172,6 @@ def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() ->
             model_m.append(depth_metrics(pred, gt))
             const_m.append(depth_metrics(np.full_like(gt, meta["depth_scale_m"]), gt))
         mm, cm = mean_metrics(model_m), mean_metrics(const_m)
-        assert mm["rel"] == pytest.approx(meta["val"]["rel"], abs=0.01)
+        if "val" in meta:
+            assert mm["rel"] == pytest.approx(meta["val"]["rel"], abs=0.01)
         assert mm["rel"] < cm["rel"] and mm["rms"] < cm["rms"] and mm["delta1"] > cm["delta1"] + 0.05, name
