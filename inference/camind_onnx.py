@@ -70,16 +70,10 @@ def export_camind(model: Any, out: str | Path, *, height: int, width: int, sourc
     two :func:`parity_constants` (example input ``height`` x ``width``)."""
     import torch
 
-    from inference.export import FORMAT, ExportReport, _finish, _torch_export
+    from inference.export import FORMAT, ExportReport, _finish, _torch_export, check_export_args
     from inference.onnx_graph import DEPTH_OUTPUT, INPUT_NAME, set_onnx_meta
 
-    if opset < 17:
-        raise RigError(f"--opset: 17 or newer is needed (reflect Pad, Resize), got {opset}")
-    if min(height, width) < MIN_SIDE_PX:
-        raise RigError(f"--height/--width: at least {MIN_SIDE_PX} px each (got {width}x{height})")
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise RigError(f"{out}: the output file must end in .onnx")
+    out = check_export_args(opset, height, width, out, MIN_SIDE_PX)
     t0 = time.perf_counter()
     model = model.float().eval()
     meta = dict(model_meta or {})

@@ -285,6 +285,19 @@ def _finish(path: Path, meta: dict[str, str], fp16: bool, seed_random: bool) -> 
     _write_model(path, model.SerializeToString())
 
 
+def check_export_args(opset: int, height: int, width: int, out: str | Path, min_side_px: int) -> Path:
+    """The ``.onnx`` output path of an export, after checking the opset and the example size
+    (each side at least ``min_side_px``); RigError (one line) otherwise."""
+    if opset < 17:
+        raise RigError(f"--opset: 17 or newer is needed (reflect Pad, Resize), got {opset}")
+    if min(height, width) < min_side_px:
+        raise RigError(f"--height/--width: at least {min_side_px} px each (got {width}x{height})")
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise RigError(f"{out}: the output file must end in .onnx")
+    return out
+
+
 def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1], width: int = DEFAULT_SIZE_PX[0],
                  dynamic: bool = False, fp16: bool = False, mc: bool = True, opset: int = OPSET,
                  source: str = "", model_meta: dict[str, Any] | None = None, check: bool = True,
@@ -296,13 +309,7 @@ def export_model(net: Any, out: str | Path, *, height: int = DEFAULT_SIZE_PX[1],
     """
     import torch
 
-    if opset < 17:
-        raise RigError(f"--opset: 17 or newer is needed (reflect Pad, Resize), got {opset}")
-    if min(height, width) < MIN_SIDE_PX:
-        raise RigError(f"--height/--width: at least {MIN_SIDE_PX} px each (got {width}x{height})")
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise RigError(f"{out}: the output file must end in .onnx")
+    out = check_export_args(opset, height, width, out, MIN_SIDE_PX)
     t_start = time.perf_counter()
     net = net.float().eval()
     DepthGraph, TrunkGraph, DecoderGraph, MomentsGraph = _graph_modules()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from rig.core.imageio import atomic_write_bytes
 
 
 def fsync_path(path: Path) -> None:
@@ -36,20 +37,7 @@ def fsync_path(path: Path) -> None:
 def write_unsynced(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path`` and rename it into place, without fsync:
     readers never see a partial file, and durability is left to a later :func:`fsync_path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(Path(path), data, sync=False)
 
 
 def append_lines(path: Path, entries: Sequence[dict[str, Any]]) -> None:

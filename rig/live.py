@@ -138,7 +138,8 @@ def replay_frames(path: Path, loop: bool = False, speed: float = 0.0,
     live run at its recorded frame times divided by ``speed``; bad files go to ``on_skip``."""
     items = session_frame_files(path)
     times = _recorded_times(Path(path)) if speed > 0 else {}
-    while True:
+
+    def paced() -> Iterator[tuple[str, Path]]:
         t0 = time.monotonic()
         first: float | None = None
         for name, f in items:
@@ -148,14 +149,10 @@ def replay_frames(path: Path, loop: bool = False, speed: float = 0.0,
                 wait = t0 + (t - first) / speed - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            try:
-                frame = read_checked_frame(f, name)
-            except RigError as e:
-                if on_skip is None:
-                    raise
-                on_skip(str(e))
-                continue
-            yield frame
+            yield name, f
+
+    while True:
+        yield from _frames_skipping(paced(), on_skip)
         if not loop:
             return
 

@@ -81,19 +81,27 @@ def _record_live_run(root: Path, frames: list[np.ndarray]) -> Path:
     return session.path
 
 
+def bench_settings(args: argparse.Namespace) -> tuple[bool, int, int, str, tuple[int, int]]:
+    """(quick, repeats, threads, model reference, (width, height) px) of a deployment benchmark run:
+    threads default to every core, the model to the shipped default."""
+    from inference.export import default_model
+
+    quick = bool(getattr(args, "quick", False))
+    repeats = max(1, int(getattr(args, "repeats", 5)))
+    threads = int(getattr(args, "threads", 0) or 0) or (os.cpu_count() or 1)
+    model_ref = str(getattr(args, "model", None) or default_model())
+    return quick, repeats, threads, model_ref, (QUICK_WH if quick else FULL_WH)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure; print a rich table; return the figures."""
     import torch
 
     from inference.engine import DepthEngine, EngineConfig, to_input
-    from inference.export import default_model, export_model, load_net
+    from inference.export import export_model, load_net
     from inference.live import LiveLoop, LiveRecorder, read_frame_file, read_live_frames
 
-    quick = bool(getattr(args, "quick", False))
-    repeats = max(1, int(getattr(args, "repeats", 5)))
-    threads = int(getattr(args, "threads", 0) or 0) or (os.cpu_count() or 1)
-    model_ref = getattr(args, "model", None) or default_model()
-    w, h = QUICK_WH if quick else FULL_WH
+    quick, repeats, threads, model_ref, (w, h) = bench_settings(args)
     torch.set_num_threads(threads)
     net, meta, source = load_net(str(model_ref))
     figures: dict[str, Any] = {"model": str(model_ref), "arch": getattr(net, "arch", ""), "image_px": [w, h],

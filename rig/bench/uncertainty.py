@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 
 MC_SAMPLES = 50
-FULL_WH = (645, 432)
-QUICK_WH = (96, 64)
 VAL_IMAGES = 11
 QUICK_VAL_IMAGES = 2
 
@@ -80,16 +78,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from inference.engine import DepthEngine, EngineConfig
-    from inference.export import default_model, export_model, load_net
+    from inference.export import export_model, load_net
     from inference.moments import moments_predict
     from inference.quantize import calibration_inputs, int8_path, quantize_int8
-    from rig.bench.deploy import _paired_s
+    from rig.bench.deploy import _paired_s, bench_settings
 
-    quick = bool(getattr(args, "quick", False))
-    repeats = max(1, int(getattr(args, "repeats", 5)))
-    threads = int(getattr(args, "threads", 0) or 0) or (os.cpu_count() or 1)
-    model_ref = getattr(args, "model", None) or default_model()
-    w, h = QUICK_WH if quick else FULL_WH
+    quick, repeats, threads, model_ref, (w, h) = bench_settings(args)
     torch.set_num_threads(threads)
     net, meta, source = load_net(str(model_ref))
     images, note = _val_images(meta, (w, h), quick)

@@ -18,8 +18,11 @@ DEPTH_MAX_MM = 65535
 RAW_EXTS: tuple[str, ...] = (".nef", ".dng")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    ``sync=False`` skips the fsync: readers still never see a partial file, and durability is left
+    to a later fsync of the file and its folder (batched syncs of the live recorder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,8 +32,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; sessions are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
