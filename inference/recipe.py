@@ -61,6 +61,20 @@ class Budget:
     synth_per_image: int = 4
     procedural: int = 60
     ckpt_every: int = 200
+    precision: str = "fp32"  # 'bf16': autocast bfloat16 + channels_last (≈2.5x faster on AVX512-BF16 CPUs)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_supported() -> bool:
+    """True when the CPU runs bfloat16 convolutions natively (oneDNN: AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -160,6 +174,11 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
     torch.manual_seed(budget.seed)
     kwargs: dict[str, Any] = {"blur_cue": recipe.blur_cue} if recipe.arch == "dfdnet" else {}
     model = build_model(recipe.arch, depth_scale_m=scale_m, **kwargs)
+    if budget.precision not in PRECISIONS:
+        raise RigError(f"precision must be one of {', '.join(PRECISIONS)}, got {budget.precision!r}")
+    bf16 = budget.precision == "bf16"
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=budget.lr)
     pre_steps = int(round(recipe.pretrain_fraction * budget.steps))
     step, losses, seconds = 0, [], 0.0
@@ -185,14 +204,17 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
             x, y, v = random_batch(pool.rgb, pool.depth_m, pool_valid, rng, budget.batch, budget.crop_px)  # type: ignore[union-attr]
         else:
             x, y, v = random_batch(train.rgb, train.depth_m, train.valid, rng, budget.batch, budget.crop_px)
-        x, y, v = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(v)
+        x, y, v = torch.from_numpy(x).contiguous(memory_format=fmt), torch.from_numpy(y), torch.from_numpy(v)
         model.train()
         if recipe.loss == "log_laplace":
-            mu, log_b = model.forward_dist(x)
-            l1, nll = log_l1_laplace_loss(mu, log_b, y, v)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                mu, log_b = model.forward_dist(x)
+            l1, nll = log_l1_laplace_loss(mu.float(), log_b.float(), y, v)
             loss = l1 + 0.1 * nll
         else:
-            l1 = loss = masked_l1(model(x), y, v)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                pred = model(x)
+            l1 = loss = masked_l1(pred.float(), y, v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -205,7 +227,7 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
                                 "losses": losses, "seconds": seconds}, ck)
             log(f"step {step}/{budget.steps}: loss {np.mean(losses[-budget.ckpt_every:]):.4f} "
                 f"({seconds / step:.2f} s/step)")
-    model.eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()
     meta = {"arch": recipe.arch, "model_kwargs": kwargs, "recipe": asdict(recipe), "budget": asdict(budget),
             "input": input_kind, "depth_scale_m": scale_m, "image_size_px": [int(train.depth_m[0].shape[1]),
                                                                                int(train.depth_m[0].shape[0])],

@@ -9,7 +9,8 @@ import pytest
 
 from inference.data import write_synthetic_dataset
 from inference.pretrain import RenderJitter, procedural_renders, scaled_depth_renders
-from inference.recipe import RECIPES, Budget, ablation_rows, load_images, lr_at, run_fold
+from inference.recipe import (RECIPES, Budget, ablation_rows, bf16_supported, load_images, lr_at, run_fold,
+                              train_recipe)
 from rig.cli import main
 from rig.core.config import load_rig_config
 
@@ -84,6 +85,33 @@ def test_run_fold_end_to_end_resume_and_table(tmp_path):
     imgs = load_images(root, "train", meta["val_ids"][:1], "N2_8")
     p = predict_image(loaded.model, imgs.rgb[0])
     assert p.std_m is not None and p.std_m.shape == p.depth_m.shape and (p.std_m > 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU has no native bfloat16")
+def test_bf16_training_keeps_fp32_weights_and_learns(tmp_path):
+    """--precision bf16: autocast + channels_last while training; the saved model is plain fp32 and
+    its loss falls like the fp32 run's on the same batches."""
+    import torch
+
+    root = write_synthetic_dataset(tmp_path / "ds", n=3, size_hw=(48, 64), spacing_s=300.0)
+    from rig.core import dataset as rds
+
+    imgs = load_images(root, "train", rds.list_samples(root, "train"), "N2_8")
+    losses = {}
+    for prec in ("fp32", "bf16"):
+        budget = Budget(steps=16, batch=2, crop_px=32, lr=2e-3, ckpt_every=16, precision=prec)
+        model, meta = train_recipe(RECIPES["dfd_log"], budget, imgs, "N2_8", tmp_path / prec)
+        assert meta["budget"]["precision"] == prec
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert all(p.is_contiguous() for p in model.parameters())
+        st = torch.load(tmp_path / prec / "last.pt", weights_only=True)
+        losses[prec] = st["losses"]
+    for prec, ls in losses.items():
+        assert np.mean(ls[-4:]) < np.mean(ls[:4]), prec
+    assert np.mean(losses["bf16"][-4:]) == pytest.approx(np.mean(losses["fp32"][-4:]), rel=0.25)
+    with pytest.raises(Exception, match="precision"):
+        train_recipe(RECIPES["dfd_log"], Budget(steps=1, precision="fp8"), imgs, "N2_8", tmp_path / "x")
 
 
 def test_cli_rejects_bad_study_input(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ def _positive_int(name: str, v: int, hi: int) -> int:
 def cmd_study_run(args: argparse.Namespace) -> int:
     import torch
 
-    from inference.recipe import RECIPES, Budget, run_fold
+    from inference.recipe import RECIPES, Budget, bf16_supported, run_fold
 
     root = Path(args.data)
     if not (root / "train").is_dir():
@@ -37,7 +38,10 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         raise RigError(f"--lr: must be a positive number, got {args.lr}")
     torch.set_num_threads(args.threads)
     budget = Budget(steps=args.steps, batch=args.batch, crop_px=args.crop, lr=args.lr, seed=args.seed,
-                    synth_per_image=args.synth_per_image, procedural=args.procedural)
+                    synth_per_image=args.synth_per_image, procedural=args.procedural, precision=args.precision)
+    if args.precision == "bf16" and not bf16_supported():
+        print("warning: this CPU has no native bfloat16 (AVX512-BF16/AMX): --precision bf16 will be slow",
+              file=sys.stderr)
     out = Path(args.out)
     if (out / "result.json").exists():
         print(f"{out}: already done (result.json); remove it to run again")
@@ -120,6 +124,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synth-per-image", type=int, default=4, help="scaled-depth renders per training image")
     p.add_argument("--procedural", type=int, default=60, help="procedural scenes in the pretraining pool")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="training arithmetic: bf16 = bfloat16 autocast + channels_last (about 2.5x faster "
+                   "per step on CPUs with AVX512-BF16 or AMX; evaluation stays fp32)")
     p.add_argument("--out", required=True, help="run folder (last.pt, model.pt, result.json)")
     p.set_defaults(func=cmd_study_run)
     p = g.add_parser("table", help="the ablation table (mean ± sd over folds) of a study folder",
