@@ -9,8 +9,8 @@ for its drivers in ``OpenNI2/Drivers`` next to the library (Debian's build reads
 ``/etc/openni2/OpenNI.ini`` and loads ``*.so.0`` drivers from there).
 
 Device: depth in millimetres (PIXEL_FORMAT_DEPTH_1_MM), the video mode chosen among the modes the
-sensor offers, mirroring off, depth-to-colour registration when asked for (and offered), intrinsics
-from the stream's field of view. ``.oni`` files play back one frame per read (speed -1: manual,
+sensor offers, mirroring off, depth-to-colour registration when asked for (and offered), colour
+(RGB888 at the depth's size and rate) when asked for, intrinsics from each stream's field of view. ``.oni`` files play back one frame per read (speed -1: manual,
 repeat off). ``detect()`` lists devices without opening them.
 
 Known OpenNI2 2.2 behaviour handled here:
@@ -21,22 +21,39 @@ Known OpenNI2 2.2 behaviour handled here:
   that driver ``start()`` waits for the first frame, and ``stop()`` closes the device first and
   keeps the stopped stream handles until OpenNI2 shuts down (a small, bounded leak per start);
 * the .oni player drops every frame of a stream recorded without a cropping property
-  (PlayerStream::OnNewDataCallback returns when ONI_STREAM_PROPERTY_CROPPING is missing); streams of
-  drivers without cropping support (the Dummy device) record fine but play back no frames.
+  (PlayerStream::OnNewDataCallback returns when ONI_STREAM_PROPERTY_CROPPING is missing), and the
+  recorder writes one only for drivers with cropping support (not the Dummy device): every recording
+  made here is finalised with :func:`acquisition.oni_file.add_cropping` ("cropping off" for each stream
+  without one), so it plays back whatever the driver. An older recording is fixed the same way;
+* Debian's libOpenNI2 keeps an error buffer per calling thread and, whenever a thread it has not seen
+  makes a call, probes every thread it has seen with ``pthread_kill(id, 0)``: a thread that made
+  OpenNI2 calls and has since exited (its stack unmapped by later thread churn) crashes the process
+  at that probe (seen as segfaults in ``rig replay x.oni --through all``, whose frames are read by
+  the live loop's source thread). Every OpenNI2 call of this module therefore runs on one thread that
+  lives as long as the process (:func:`on_openni_thread`), whichever thread calls it. OpenNI2's own
+  recorder thread enters those buffers too when the driver lacks a property it records (the Dummy
+  device has no field of view), so a long process that records the Dummy device more than once can
+  still crash that way (the tests record it in a fresh interpreter); real sensors report them;
+* a frame arriving while the recorder is being destroyed can deadlock (the frame thread holds the
+  stream's recorder list and waits for the recorder's stream list, which ``oniRecorderDestroy`` holds
+  while it waits for the stream's recorder list): ``stop()`` stops the recorder (new frames are then
+  refused before any lock), stops the streams, waits out a frame period, and only then destroys it.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import math
 import os
+import queue
 import sysconfig
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -55,6 +72,60 @@ _LOCK = threading.Lock()
 _LIVE: "weakref.WeakSet[OpenNISensor]" = weakref.WeakSet()
 _PARKED: list[Any] = []  # stopped streams of drivers that do not join their threads (see stop())
 _atexit_registered = False
+T = TypeVar("T")
+
+
+class _OpenNIThread:
+    """One daemon thread, started on first use, that runs every OpenNI2 call of the process."""
+
+    def __init__(self) -> None:
+        self._jobs: "queue.Queue[tuple[Callable[[], Any], dict[str, Any], threading.Event]]" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def running_here(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the OpenNI2 thread (directly when already on it); its exception is re-raised here."""
+        if self.running_here():
+            return fn()
+        with self._lock:
+            if not self.alive():
+                self._thread = threading.Thread(target=self._serve, name="openni2", daemon=True)
+                self._thread.start()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _serve(self) -> None:
+        while True:
+            fn, box, done = self._jobs.get()
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box["error"] = exc
+            finally:
+                del fn
+                done.set()
+
+
+_ONI_THREAD = _OpenNIThread()
+
+
+def on_openni_thread(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorator: the function runs on the process's OpenNI2 thread (see the module docstring)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return _ONI_THREAD.call(lambda: fn(*args, **kwargs))
+    return wrapper
 
 
 def _one_line(exc: BaseException) -> str:
@@ -111,6 +182,15 @@ def drivers_dir(lib: Path) -> Path:
 
 
 def _stop_all_at_exit() -> None:
+    if _ONI_THREAD.alive():
+        _ONI_THREAD.call(_stop_all)
+    else:
+        _stop_all()
+
+
+def _stop_all() -> None:
+    """Stop every sensor, then shut OpenNI2 down here (openni's own atexit ``unload()`` would make
+    the main thread's first OpenNI2 call, see the module docstring) or leave it (parked streams)."""
     for sensor in list(_LIVE):
         try:
             sensor.stop()
@@ -119,6 +199,13 @@ def _stop_all_at_exit() -> None:
     if _PARKED:
         time.sleep(STOP_GRACE_S)
         _forget_parked_streams()
+        return
+    try:
+        from openni import openni2
+
+        openni2.unload()
+    except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        pass
 
 
 def _forget_parked_streams() -> None:
@@ -137,6 +224,7 @@ def _forget_parked_streams() -> None:
     _PARKED.clear()
 
 
+@on_openni_thread
 def load_openni2(search_dirs: list[Path] | None = None) -> Any:
     """Load and initialise the OpenNI2 runtime once per process; returns ``openni.openni2``."""
     global _atexit_registered
@@ -188,6 +276,7 @@ def _describe(info: Any) -> str:
     return f"{label} ({uri})"
 
 
+@on_openni_thread
 def detect(search_dirs: list[Path] | None = None) -> tuple[list[str], str]:
     """OpenNI2 devices as 'vendor name (uri)', and why none when the list is empty (opens nothing)."""
     try:
@@ -218,16 +307,20 @@ def intrinsics_from_fov(width: int, height: int, hfov_rad: float, vfov_rad: floa
 
 class OpenNISensor:
     """An OpenNI2 depth sensor (``uri``: None = the first device, 'Dummy' = the Dummy driver) or an
-    ``.oni`` recording (``playback=``). ``record_to='x.oni'`` records the depth (and IR) streams.
+    ``.oni`` recording (``playback=``). ``record_to='x.oni'`` records the depth (and IR, colour)
+    streams, losslessly.
 
     ``read_depth()`` -> (H, W) uint16 millimetres (0 = no measurement); ``read_ir()`` -> (H, W)
-    uint16/uint8 or None without an IR sensor. ``hfov_deg`` is used for the intrinsics only when the
-    stream does not report its field of view (then pixels are taken as square).
+    uint16/uint8 or None without an IR sensor; ``read_color()`` (``color=True``, at the depth's size
+    and rate) -> (H, W, 3) uint8 RGB or None without a colour sensor or stream. ``last_timestamp_us``
+    holds each stream's last frame time. ``hfov_deg`` is used for the intrinsics only when a stream
+    does not report its field of view (then pixels are taken as square).
     """
 
     def __init__(self, width: int = 640, height: int = 480, fps: int = 30, *, uri: str | None = None,
                  playback: str | Path | None = None, record_to: str | Path | None = None,
-                 registration: bool = False, mirror: bool = False, ir: bool = False, hfov_deg: float = 58.0,
+                 registration: bool = False, mirror: bool = False, ir: bool = False, color: bool = False,
+                 hfov_deg: float = 58.0,
                  timeout_s: float = 2.0, search_dirs: list[Path] | None = None) -> None:
         if playback is not None and (uri is not None or record_to is not None):
             raise DeviceError("OpenNI2: playback cannot be combined with uri or record_to")
@@ -236,20 +329,24 @@ class OpenNISensor:
         self.playback_path = Path(playback) if playback is not None else None
         self.record_to = Path(record_to) if record_to is not None else None
         self.registration, self.mirror, self.want_ir = bool(registration), bool(mirror), bool(ir)
+        self.want_color = bool(color)
         self.hfov_deg = float(hfov_deg)
         self.timeout_s = float(timeout_s)
         self.search_dirs = search_dirs
         self.model = "OpenNI2 device"
         self.fov_source = ""  # 'stream' or 'config' once intrinsics() ran
-        self.playback_frames: int | None = None
+        self.playback_frames: int | None = None  # depth frames in the recording
+        self.playback_color_frames: int | None = None
         self.last_frame_index: int | None = None
+        self.last_timestamp_us: dict[str, int] = {}
         self._openni2: Any = None
         self._device: Any = None
         self._depth: Any = None
         self._ir: Any = None
+        self._color: Any = None
         self._recorder: Any = None
         self._depth_format: Any = None
-        self._frames_read = 0
+        self._frames_read: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, depth_cfg: Any, **kwargs: Any) -> "OpenNISensor":
@@ -269,6 +366,7 @@ class OpenNISensor:
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
+    @on_openni_thread
     def start(self) -> None:
         """Open the device or file, configure the streams, start them (and the recorder)."""
         if self._depth is not None:
@@ -281,34 +379,39 @@ class OpenNISensor:
             self._configure(openni2)
             if self.record_to is not None:
                 self._start_recorder(openni2)  # before the streams: frames only count once it runs
-            self._depth.start()
-            if self._ir is not None:
-                self._ir.start()
+            for stream in self._streams():
+                stream.start()
             if self.uri in UNJOINED_THREAD_URIS:
-                # its thread sets its own 'running' flag when first scheduled: a stop() before that
-                # would leave it running forever, so wait until it has produced a frame
-                openni2.wait_for_any_stream([self._depth], max(self.timeout_s, 1.0))
+                # its threads set their own 'running' flag when first scheduled: a stop() before that
+                # would leave them running forever, so wait until each has produced a frame
+                for stream in self._streams():
+                    openni2.wait_for_any_stream([stream], max(self.timeout_s, 1.0))
         except OpenNIError as exc:
-            self.stop()
+            self._safe(self.stop)  # the first error is the one to report
             raise DeviceError(f"OpenNI2 {self.model}: {_one_line(exc)}") from None
         except DeviceError:
-            self.stop()
+            self._safe(self.stop)
             raise
-        self._frames_read = 0
+        self._frames_read = {}
         _LIVE.add(self)
 
+    def _streams(self) -> list[Any]:
+        return [s for s in (self._depth, self._ir, self._color) if s is not None]
+
+    @on_openni_thread
     def stop(self) -> None:
-        """Stop and close everything (a recording is finalised)."""
+        """Stop and close everything (a recording is finalised and given its cropping properties)."""
         _LIVE.discard(self)
-        streams = [s for s in (self._depth, self._ir) if s is not None]
-        if self._recorder is not None:
-            self._safe(self._recorder.stop)
+        streams = self._streams()
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            self._safe(recorder.stop)  # from now on the recorder refuses frames before taking any lock
         for s in streams:
             self._safe(s.stop)
-        if self._recorder is not None:
-            self._safe(self._recorder.close)
         if streams:
-            time.sleep(STOP_GRACE_S)
+            time.sleep(STOP_GRACE_S)  # frames in flight (threads not joined by the driver) land first
+        if recorder is not None:
+            self._safe(recorder.close)
         if self.uri in UNJOINED_THREAD_URIS:
             # The driver's frame threads are never joined: close the device first (OpenNI2 then never
             # frees the driver's stream objects) and park the stream handles until OpenNI2 shuts
@@ -321,7 +424,18 @@ class OpenNISensor:
             self._safe(s.close)
         if self._device is not None:
             self._safe(self._device.close)
-        self._recorder = self._depth = self._ir = self._device = None
+        self._depth = self._ir = self._color = self._device = None
+        if recorder is not None and self.record_to is not None and self.record_to.is_file():
+            self._finalise_recording(self.record_to)
+
+    @staticmethod
+    def _finalise_recording(path: Path) -> None:
+        from acquisition.oni_file import OniFormatError, add_cropping
+
+        try:
+            add_cropping(path)
+        except (OniFormatError, OSError) as exc:
+            raise DeviceError(f"{path}: recording written but cannot be made playable: {_one_line(exc)}") from None
 
     @staticmethod
     def _safe(fn: Any) -> None:
@@ -391,6 +505,15 @@ class OpenNISensor:
         self.width, self.height, self.fps = int(mode.resolutionX), int(mode.resolutionY), int(mode.fps)
         if self.playback_path is not None:
             self.playback_frames = int(self._depth.get_number_of_frames())
+        if self.want_color and dev.has_sensor(openni2.SENSOR_COLOR):
+            self._color = dev.create_color_stream()
+            if self.playback_path is None:
+                self._set_mode(self._color, dev.get_sensor_info(openni2.SENSOR_COLOR),
+                               (openni2.PIXEL_FORMAT_RGB888,), "colour")
+            else:
+                self.playback_color_frames = int(self._color.get_number_of_frames())
+            if self._color.get_video_mode().pixelFormat != openni2.PIXEL_FORMAT_RGB888:
+                raise DeviceError(f"OpenNI2 {self.model}: colour stream is not RGB888")
         if self.want_ir and dev.has_sensor(openni2.SENSOR_IR):
             self._ir = dev.create_ir_stream()
             if self.playback_path is None:
@@ -426,9 +549,8 @@ class OpenNISensor:
             raise SettingRejected(f"{path}: OpenNI recordings must end in {ONI_SUFFIX}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._recorder = openni2.Recorder(str(path).encode())
-        self._recorder.attach(self._depth, False)  # lossless
-        if self._ir is not None:
-            self._recorder.attach(self._ir, False)
+        for stream in self._streams():
+            self._recorder.attach(stream, False)  # lossless
         self._recorder.start()
         time.sleep(RECORDER_START_S)  # the recorder thread arms itself asynchronously
 
@@ -437,32 +559,45 @@ class OpenNISensor:
     def _read(self, stream: Any, what: str) -> np.ndarray:
         if stream is None or self._openni2 is None:
             raise DeviceError("OpenNI2 sensor not started: call start() first")
-        if self.playback_frames is not None and what == "depth" and self._frames_read >= self.playback_frames:
-            raise DeviceError(f"{self.playback_path}: end of recording ({self.playback_frames} depth frames)")
+        total = {"depth": self.playback_frames, "colour": self.playback_color_frames}.get(what)
+        if total is not None and self._frames_read.get(what, 0) >= total:
+            raise DeviceError(f"{self.playback_path}: end of recording ({total} {what} frames)")
         ready = self._openni2.wait_for_any_stream([stream], self.timeout_s)
         if ready is None:
             raise DeviceTimeout(f"OpenNI2 {self.model}: no {what} frame within {self.timeout_s:g} s")
         frame = stream.read_frame()
         try:
             h, w, stride = int(frame.height), int(frame.width), int(frame.stride)
-            bpp = 1 if frame.videoMode.pixelFormat == self._openni2.PIXEL_FORMAT_GRAY8 else 2
-            dtype = np.uint8 if bpp == 1 else np.uint16
-            raw = np.frombuffer(frame.get_buffer_as_uint8(), dtype=dtype)
-            img = raw.reshape(h, stride // bpp)[:, :w].copy()
+            fmt = frame.videoMode.pixelFormat
+            if fmt == self._openni2.PIXEL_FORMAT_RGB888:
+                raw = np.frombuffer(frame.get_buffer_as_uint8(), dtype=np.uint8)
+                img = raw[:h * stride].reshape(h, stride)[:, :w * 3].reshape(h, w, 3).copy()
+            else:
+                bpp = 1 if fmt == self._openni2.PIXEL_FORMAT_GRAY8 else 2
+                raw = np.frombuffer(frame.get_buffer_as_uint8(), dtype=np.uint8 if bpp == 1 else np.uint16)
+                img = raw[:h * stride // bpp].reshape(h, stride // bpp)[:, :w].copy()
             if what == "depth":
                 self.last_frame_index = int(frame.frameIndex)
-                self._frames_read += 1
+            self.last_timestamp_us[what] = int(frame.timestamp)
+            self._frames_read[what] = self._frames_read.get(what, 0) + 1
         finally:
             frame.close()
         return img
 
+    @on_openni_thread
     def read_depth(self) -> np.ndarray:
         """Next depth frame, (H, W) uint16 in the stream's units (see depth_scale_m), 0 = no data."""
         return self._read(self._depth, "depth")
 
+    @on_openni_thread
     def read_ir(self) -> np.ndarray | None:
         """Next IR frame, or None when IR was not asked for or the device has no IR sensor."""
         return None if self._ir is None else self._read(self._ir, "IR")
+
+    @on_openni_thread
+    def read_color(self) -> np.ndarray | None:
+        """Next colour frame, (H, W, 3) uint8 RGB, or None when colour was not asked for or there is none."""
+        return None if self._color is None else self._read(self._color, "colour")
 
     def depth_scale_m(self) -> float:
         """Metres per depth unit: 0.001 (DEPTH_1_MM) or 0.0001 (DEPTH_100_UM)."""
@@ -470,19 +605,30 @@ class OpenNISensor:
             raise DeviceError("OpenNI2 sensor not started: call start() first")
         return 0.0001 if self._depth_format == self._openni2.PIXEL_FORMAT_DEPTH_100_UM else 0.001
 
+    @on_openni_thread
     def intrinsics(self) -> Intrinsics:
         """Depth intrinsics from the stream's horizontal/vertical FOV, else from ``hfov_deg``."""
-        from openni.utils import OpenNIError
-
         if self._depth is None:
             raise DeviceError("OpenNI2 sensor not started: call start() first")
+        return self._stream_intrinsics(self._depth)
+
+    @on_openni_thread
+    def color_intrinsics(self) -> Intrinsics | None:
+        """Colour intrinsics (as :meth:`intrinsics`), or None without a colour stream."""
+        return None if self._color is None else self._stream_intrinsics(self._color)
+
+    def _stream_intrinsics(self, stream: Any) -> Intrinsics:
+        from openni.utils import OpenNIError
+
+        mode = stream.get_video_mode()
+        width, height = int(mode.resolutionX), int(mode.resolutionY)
         try:
-            hfov, vfov = float(self._depth.get_horizontal_fov()), float(self._depth.get_vertical_fov())
+            hfov, vfov = float(stream.get_horizontal_fov()), float(stream.get_vertical_fov())
             if not (0 < hfov < math.pi and 0 < vfov < math.pi):
                 raise ValueError
             self.fov_source = "stream"
         except (OpenNIError, ValueError):
             hfov = math.radians(self.hfov_deg)
-            vfov = 2.0 * math.atan(math.tan(hfov / 2.0) * self.height / self.width)  # square pixels
+            vfov = 2.0 * math.atan(math.tan(hfov / 2.0) * height / width)  # square pixels
             self.fov_source = "config"
-        return intrinsics_from_fov(self.width, self.height, hfov, vfov)
+        return intrinsics_from_fov(width, height, hfov, vfov)

@@ -13,9 +13,15 @@ Recordings:
   each depth frame into the colour camera at the output size (:func:`registration.reproject.reproject_depth`,
   colour frame centre-cropped to the output aspect like the live loop's frames) and fills it
   (:func:`registration.fill.fill_depth`); ``infer`` runs the colour frames; ``all`` both + metrics.
-* an **OpenNI recording** (``.oni``, :class:`acquisition.openni_driver.OpenNISensor` playback):
-  depth only — ``register`` reprojects it into the DSLR of ``--config`` (its calibration file, or the
-  simulated rig's known geometry); there is no image, so no filling and no ``infer``.
+* an **OpenNI recording** (``.oni``, :class:`acquisition.openni_driver.OpenNISensor` playback; the
+  rig's own recordings play back in OpenNI2 2.2, see :mod:`acquisition.oni_file`). With a colour
+  stream (recorded with ``color=True``) the colour camera stands in for the DSLR, as for RealSense:
+  depth and colour frames are paired by timestamp (within half a frame period), the depth is taken as
+  registered to the colour frame (``registration=True`` on the sensor; OpenNI2 records no
+  depth -> colour extrinsics; the Dummy device's streams share one grid), resampled into the colour
+  camera at the output size and filled; ``infer`` runs the colour frames; ``all`` both + metrics.
+  Depth only: ``register`` reprojects it into the DSLR of ``--config`` (its calibration file, or the
+  simulated rig's known geometry); there is no image, so no filling and no ``infer``/``all``.
 
 The output folder (``--out``) is itself a session (session.yaml of the recording's config): the
 re-registered frames in ``registered/<id>/`` (the layout of :mod:`registration.register`), the
@@ -252,15 +258,111 @@ def _realsense_items(rec: Recording, through: str, out: Path,
         sensor.stop()
 
 
-def _openni_items(rec: Recording, through: str, out: Path) -> Iterator[tuple[float | None, Any]]:
+def pair_by_time(depth: Iterator[tuple[int, Any]], color: Iterator[tuple[int, Any]],
+                 tolerance_us: int) -> Iterator[tuple[int, Any, Any]]:
+    """(t_us, depth, colour) for each depth and colour frame (each iterator: (t_us, frame) in time
+    order) at most ``tolerance_us`` apart; an unmatched frame is skipped. Reads depth, then colour."""
+    d, c = next(depth, None), next(color, None)
+    while d is not None and c is not None:
+        if abs(d[0] - c[0]) <= tolerance_us:
+            yield d[0], d[1], c[1]
+            d, c = next(depth, None), next(color, None)
+        elif d[0] < c[0]:
+            d = next(depth, None)
+        else:
+            c = next(color, None)
+
+
+def _oni_frames(sensor: Any, what: str, notes: list[str]) -> Iterator[tuple[int, np.ndarray]]:
+    """(t_us, frame) of one stream of a played-back .oni until its end (a stalled stream ends it too)."""
+    from acquisition.protocols import DeviceTimeout
+    from rig.core.errors import DeviceError
+
+    read = sensor.read_depth if what == "depth" else sensor.read_color
+    while True:
+        try:
+            frame = read()
+        except DeviceTimeout as e:
+            notes.append(f"{what} stream stopped early: {e}")
+            return
+        except DeviceError as e:
+            if _end_of_recording(e):
+                return
+            raise
+        yield sensor.last_timestamp_us[what], frame
+
+
+def _open_oni(rec: Recording, through: str) -> Any:
+    """The started playback sensor of an .oni (with its colour stream when it has one); one-line
+    errors for a bad file and for infer/all on a depth-only recording."""
     from acquisition.openni_driver import OpenNISensor
+
+    sensor = OpenNISensor.from_config(rec.config.depth_sensor, playback=rec.path, color=True)
+    sensor.start()
+    if sensor.color_intrinsics() is None and through != "register":
+        sensor.stop()
+        raise RigError(f"{rec.path}: an OpenNI recording without a colour stream holds depth only; use "
+                       "--through register (or record with colour)")
+    return sensor
+
+
+def _openni_items(rec: Recording, through: str, out: Path, notes: list[str]) -> Iterator[tuple[float | None, Any]]:
+    sensor = _open_oni(rec, through)
+    try:
+        if sensor.color_intrinsics() is not None:
+            yield from _openni_color_items(rec, sensor, through, out, notes)
+        else:
+            yield from _openni_dslr_items(rec, sensor, out)
+    finally:
+        sensor.stop()
+
+
+def _openni_color_items(rec: Recording, sensor: Any, through: str, out: Path,
+                        notes: list[str]) -> Iterator[tuple[float | None, Any]]:
+    """Colour .oni: the colour camera stands in for the DSLR (see the module docstring)."""
+    from inference.live import SourceFrame, resize_to
+    from registration.fill import fill_depth
+    from registration.register import write_registered
+    from registration.reproject import reproject_depth
+    from rig.core.records import Extrinsics, RegisteredFrame
+
+    size = tuple(int(v) for v in rec.config.output.size_px)
+    k_color = sensor.color_intrinsics()
+    target = crop_intrinsics(k_color, size)  # type: ignore[arg-type]
+    k_depth = k_color.scaled(sensor.width, sensor.height)  # registered depth: the colour camera's geometry
+    same = Extrinsics.from_matrix(np.eye(4))
+    scale = sensor.depth_scale_m()
+    half_frame_us = int(0.5e6 / max(sensor.fps, 1))
+    pairs = pair_by_time(_oni_frames(sensor, "depth", notes), _oni_frames(sensor, "colour", notes), half_frame_us)
+    i = 0
+    for t_us, depth, color in pairs:
+        name = f"oni{i:05d}"
+        rgb = resize_to(color, size)  # type: ignore[arg-type]
+        meta: dict[str, Any] = {"t_us": t_us}
+        if through != "infer":
+            d_m = reproject_depth(depth, k_depth, target, same, depth_scale_m=scale)
+            filled, mask = fill_depth(rgb, d_m, method="fast")
+            frame = RegisteredFrame(frame_id=name, defocused_rgb=rgb, all_in_focus_rgb=rgb, depth_m=filled,
+                                    valid=mask, intrinsics=target)
+            write_registered(out / "registered" / name, frame, {
+                "frame_id": name, "intrinsics": target.to_dict(), "t_us": t_us,
+                "geometry_source": "OpenNI recording: depth registered to the colour camera",
+                "replayed_from": str(Path(rec.path).resolve()),
+                "depth": {"units": "mm (16-bit PNG), 0 = unknown", "frame": "OpenNI colour camera"}})
+            meta["registered"] = f"registered/{name}"
+        yield t_us / 1e6, SourceFrame(rgb=rgb, name=name, meta=meta)
+        i += 1
+    if i == 0:
+        raise RigError(f"{rec.path}: the recording plays back no depth and colour frame pair")
+
+
+def _openni_dslr_items(rec: Recording, sensor: Any, out: Path) -> Iterator[tuple[float | None, Any]]:
+    """Depth-only .oni: reprojected into the DSLR of the config (register only)."""
     from registration.register import write_registered
     from registration.reproject import reproject_depth
     from rig.core.errors import DeviceError
-    from rig.core.records import VALID_MEASURED, VALID_UNKNOWN, RegisteredFrame
+    from rig.core.records import VALID_MEASURED, VALID_UNKNOWN
 
-    if through != "register":
-        raise RigError(f"{rec.path}: an OpenNI recording holds depth only; use --through register")
     cfg = rec.config
     size = tuple(int(v) for v in cfg.output.size_px)
     if cfg.calibration.geometry is not None:
@@ -278,37 +380,38 @@ def _openni_items(rec: Recording, through: str, out: Path) -> Iterator[tuple[flo
         raise RigError(f"{cfg.path}: calibration.geometry is not set; an .oni replay needs the depth -> DSLR "
                        "calibration (rig calibrate geometry)")
     target = k_dslr.scaled(*size)
-    sensor = OpenNISensor.from_config(cfg.depth_sensor, playback=rec.path)
-    sensor.start()
-    try:
-        k_depth = sensor.intrinsics()
-        if (k_depth_cal.width, k_depth_cal.height) == (k_depth.width, k_depth.height):
-            k_depth = k_depth_cal
-        scale = sensor.depth_scale_m()
-        grey = np.zeros((size[1], size[0], 3), np.uint8)
-        i = 0
-        while True:
-            try:
-                depth = sensor.read_depth()
-            except DeviceError as e:
-                if _end_of_recording(e) and i > 0:
-                    return
-                if _end_of_recording(e):
-                    raise RigError(f"{rec.path}: the recording plays back no depth frames") from None
-                raise
-            name = f"oni{i:05d}"
-            d_m = reproject_depth(depth, k_depth, target, to_dslr, depth_scale_m=scale)
-            mask = np.where(d_m > 0, VALID_MEASURED, VALID_UNKNOWN).astype(np.uint8)
-            frame = RegisteredFrame(frame_id=name, defocused_rgb=grey, all_in_focus_rgb=grey, depth_m=d_m,
-                                    valid=mask, intrinsics=target)
-            write_registered(out / "registered" / name, frame, {
-                "frame_id": name, "intrinsics": target.to_dict(), "geometry_source": source,
-                "replayed_from": str(Path(rec.path).resolve()),
-                "depth": {"units": "mm (16-bit PNG), 0 = unknown", "frame": "DSLR", "fill": "none"}})
-            yield None, None
-            i += 1
-    finally:
-        sensor.stop()
+    k_depth = sensor.intrinsics()
+    if (k_depth_cal.width, k_depth_cal.height) == (k_depth.width, k_depth.height):
+        k_depth = k_depth_cal
+    scale = sensor.depth_scale_m()
+    i = 0
+    while True:
+        try:
+            depth = sensor.read_depth()
+        except DeviceError as e:
+            if _end_of_recording(e) and i > 0:
+                return
+            if _end_of_recording(e):
+                raise RigError(f"{rec.path}: the recording plays back no depth frames") from None
+            raise
+        name = f"oni{i:05d}"
+        d_m = reproject_depth(depth, k_depth, target, to_dslr, depth_scale_m=scale)
+        mask = np.where(d_m > 0, VALID_MEASURED, VALID_UNKNOWN).astype(np.uint8)
+        write_registered(out / "registered" / name, _grey_frame(name, d_m, mask, target, size), {
+            "frame_id": name, "intrinsics": target.to_dict(), "geometry_source": source,
+            "replayed_from": str(Path(rec.path).resolve()),
+            "depth": {"units": "mm (16-bit PNG), 0 = unknown", "frame": "DSLR", "fill": "none"}})
+        yield sensor.last_timestamp_us["depth"] / 1e6, None
+        i += 1
+
+
+def _grey_frame(name: str, depth_m: np.ndarray, valid: np.ndarray, k: Any, size: tuple[int, ...]) -> Any:
+    """A registered frame without an image (black placeholders)."""
+    from rig.core.records import RegisteredFrame
+
+    grey = np.zeros((size[1], size[0], 3), np.uint8)
+    return RegisteredFrame(frame_id=name, defocused_rgb=grey, all_in_focus_rgb=grey, depth_m=depth_m,
+                           valid=valid, intrinsics=k)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,8 +451,8 @@ def run_replay(path: str | Path, opts: ReplayOptions, print_fn: Callable[[str], 
     out = Path(opts.out) if opts.out else default_out(rec, opts.through)
     if out.resolve() == rec.path.resolve():
         raise RigError(f"--out: must differ from the recording {rec.path}")
-    if rec.kind == "openni" and opts.through != "register":  # refused before any output folder exists
-        raise RigError(f"{rec.path}: an OpenNI recording holds depth only; use --through register")
+    if rec.kind == "openni":
+        _open_oni(rec, opts.through).stop()  # a bad file is refused before any output folder exists
     session = Session.create(out, rec.config)
     try:
         summary = _replay_into(rec, opts, out, session, print_fn)
@@ -380,7 +483,7 @@ def _replay_into(rec: Recording, opts: ReplayOptions, out: Path, session: Any,
     elif rec.kind == "realsense":
         items = _realsense_items(rec, opts.through, out, notes)
     else:
-        items = _openni_items(rec, opts.through, out)
+        items = _openni_items(rec, opts.through, out, notes)
     summary: dict[str, Any] = {"recording": str(rec.path), "kind": rec.kind, "through": opts.through,
                                "out": str(out), "skipped": skipped}
     if opts.through == "register":

@@ -13,9 +13,9 @@ import pytest
 from inference.live import read_jsonl, read_live_frames
 from rig.cli import main
 from rig.core.config import load_rig_config
-from rig.core.errors import DeviceError, RigError
+from rig.core.errors import RigError
 from rig.core.imageio import read_depth_m
-from rig.replay import ReplayOptions, _paced, crop_intrinsics, run_replay
+from rig.replay import METRICS_FILE, ReplayOptions, _paced, crop_intrinsics, pair_by_time, run_replay
 
 TINY = {"dslr.sensor_px": [160, 108], "dslr.pixel_um": 30.0, "dslr.focal_mm": 9.0, "output.size_px": [80, 54],
         "depth_sensor.size_px": [80, 60], "depth_sensor.burst_frames": 3, "simulated.latency_scale": 0.0,
@@ -188,21 +188,84 @@ def test_realsense_depth_only_recording_is_a_clear_error(tmp_path, onnx_model):
         run_replay(path, ReplayOptions(through="register", out=tmp_path / "b"))
 
 
-@pytest.mark.device
-def test_openni_recording_of_the_dummy_device_reports_no_frames(tmp_path):
-    """OpenNI2's Dummy device records an .oni that its player cannot play back (no cropping property:
-    see acquisition.openni_driver), so this exercises the .oni path up to the first read."""
-    from acquisition.openni_driver import OpenNISensor, find_openni2_library
+def _record_oni(tmp_path: Path, color: bool, frames: int = 3) -> Path:
+    """A recording of OpenNI2's Dummy device: 320x240, row 0 at 2000 mm, a disc at 1000 mm ± 60 on zeros
+    (made in a fresh interpreter: see tests/oni_dummy.py)."""
+    pytest.importorskip("openni")
+    from acquisition.openni_driver import find_openni2_library
+    from oni_dummy import record_dummy
 
     if find_openni2_library() is None:
         pytest.skip("OpenNI2 library not installed")
-    oni = tmp_path / "dummy.oni"
-    rec = OpenNISensor(320, 240, 30, uri="Dummy", record_to=oni)
-    rec.start()
-    for _ in range(2):
-        rec.read_depth()
-    rec.stop()
-    with pytest.raises(RigError, match="holds depth only"):
-        run_replay(oni, ReplayOptions(through="infer", out=tmp_path / "a"))
-    with pytest.raises(DeviceError, match="no depth frame"):
-        run_replay(oni, ReplayOptions(through="register", out=tmp_path / "b"))
+    oni = tmp_path / ("rgbd.oni" if color else "depth.oni")
+    record_dummy(oni, frames=frames, color=color)
+    return oni
+
+
+def _tiny_config(tmp_path: Path, **overrides: object) -> str:
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(load_rig_config("simulated", overrides={**TINY, **overrides}).to_yaml())
+    return str(cfg_file)
+
+
+def test_pair_by_time_matches_frames_within_the_tolerance():
+    depth = iter([(0, "d0"), (33, "d1"), (66, "d2"), (100, "d3")])
+    color = iter([(5, "c0"), (70, "c2"), (98, "c3"), (140, "c4")])  # c1 lost
+    assert list(pair_by_time(depth, color, 16)) == [(0, "d0", "c0"), (66, "d2", "c2"), (100, "d3", "c3")]
+    assert list(pair_by_time(iter([]), iter([(0, "c")]), 16)) == []
+
+
+@pytest.mark.device
+@pytest.mark.timeout(120)
+def test_openni_colour_recording_of_the_dummy_device_through_all(tmp_path, onnx_model, capsys):
+    """`rig replay rec.oni --through all` end to end: the colour camera stands in for the DSLR; the
+    depths (the disc at 1000 mm ± 60, row 0 at 2000 mm) survive pairing, resampling to the output size
+    (4:3 like the sensor: no crop) and filling."""
+    from registration.register import read_registered
+    from rig.core.records import VALID_MEASURED
+
+    from acquisition.openni_driver import OpenNISensor
+
+    oni = _record_oni(tmp_path, color=True)
+    with OpenNISensor(playback=oni, color=True) as played:
+        pairs = min(played.playback_frames or 0, played.playback_color_frames or 0)  # timestamps every 33 ms
+    out = tmp_path / "all"
+    rc = main(["replay", str(oni), "--through", "all", "--model", str(onnx_model), "--out", str(out),
+               "--config", _tiny_config(tmp_path, **{"output.size_px": [80, 60]}), "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    names = sorted(p.name for p in (out / "registered").iterdir())
+    assert len(names) == pairs >= 3 and names[0] == "oni00000"
+    for name in names:
+        frame, meta = read_registered(out / "registered" / name)
+        assert frame.depth_m.shape == (60, 80) and frame.defocused_rgb.shape == (60, 80, 3)
+        measured = frame.depth_m[frame.valid == VALID_MEASURED]
+        near_disc, near_row0 = np.abs(measured - 1.0) <= 0.061, np.abs(measured - 2.0) <= 0.001
+        assert near_disc.any() and (near_disc | near_row0).all()  # row 0 is 1/4 of an output row: may vanish
+        assert measured.size < 0.2 * 60 * 80 and (frame.valid > 0).all()  # the rest filled
+        assert "colour camera" in meta["geometry_source"]
+    metrics = read_jsonl(out / METRICS_FILE)
+    assert [m["frame"] for m in metrics] == names and all(m["pixels"] > 0 for m in metrics)
+    assert [e["source"] for e in read_live_frames(out)] == names
+
+
+@pytest.mark.device
+@pytest.mark.timeout(120)
+def test_openni_depth_only_recording_registers_into_the_dslr(tmp_path, capsys):
+    """A depth-only .oni: --through register reprojects every frame into the config's DSLR; infer and
+    all have no image to run on, a one-line exit-2 error before any output folder exists."""
+    from acquisition.openni_driver import OpenNISensor
+    from registration.register import read_registered
+
+    oni = _record_oni(tmp_path, color=False)
+    with OpenNISensor(playback=oni, color=True) as played:
+        assert played.color_intrinsics() is None
+        frames = played.playback_frames
+    summary = run_replay(oni, ReplayOptions(through="register", out=tmp_path / "reg", config=_tiny_config(tmp_path)),
+                         print_fn=lambda s: None)
+    assert summary["kind"] == "openni" and summary["registered"] == frames >= 3
+    frame, meta = read_registered(tmp_path / "reg" / "registered" / "oni00000")
+    assert meta["geometry_source"] == "simulated rig geometry" and frame.depth_m.shape == (54, 80)
+    for through in ("infer", "all"):
+        assert main(["replay", str(oni), "--through", through, "--out", str(tmp_path / through)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds depth only" in err[0] and not (tmp_path / through).exists()
