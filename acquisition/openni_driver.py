@@ -48,7 +48,9 @@ import functools
 import math
 import os
 import queue
+import shutil
 import sysconfig
+import tempfile
 import threading
 import time
 import weakref
@@ -66,6 +68,7 @@ INSTALL_HINT = "apt-get install libopenni2-0"
 ONI_SUFFIX = ".oni"
 STOP_GRACE_S = 0.1  # between stopping and destroying streams (> one 30 fps frame period)
 UNJOINED_THREAD_URIS = ("Dummy", "Oz", "PingPong")  # libDummyDevice: stop() does not join its thread
+MAX_FIX_BYTES = 1 << 30  # recordings up to 1 GiB without cropping properties are played from a fixed copy
 RECORDER_START_S = 0.05  # frames arriving before the recorder thread handled 'start' are not recorded
 
 _LOCK = threading.Lock()
@@ -336,6 +339,8 @@ class OpenNISensor:
         self.model = "OpenNI2 device"
         self.fov_source = ""  # 'stream' or 'config' once intrinsics() ran
         self.playback_frames: int | None = None  # depth frames in the recording
+        self.playback_fixed_streams = 0  # streams given a cropping property in a private copy (see _open_device)
+        self._playback_copy: Path | None = None
         self.playback_color_frames: int | None = None
         self.last_frame_index: int | None = None
         self.last_timestamp_us: dict[str, int] = {}
@@ -425,8 +430,31 @@ class OpenNISensor:
         if self._device is not None:
             self._safe(self._device.close)
         self._depth = self._ir = self._color = self._device = None
+        if self._playback_copy is not None:
+            self._safe(lambda: shutil.rmtree(self._playback_copy.parent))  # type: ignore[union-attr]
+            self._playback_copy = None
         if recorder is not None and self.record_to is not None and self.record_to.is_file():
             self._finalise_recording(self.record_to)
+
+    def _playable_copy(self, path: Path) -> Path:
+        """``path``, or a private temporary copy of it with a cropping property for each stream that
+        lacks one (a recording made by OpenNI2 itself from a driver without cropping, which its player
+        would play as no frames at all). The user's file is never modified; files over
+        ``MAX_FIX_BYTES`` or not understood are opened as they are."""
+        from acquisition.oni_file import OniFormatError, with_cropping
+
+        try:
+            if path.stat().st_size > MAX_FIX_BYTES:
+                return path
+            fixed, count = with_cropping(path.read_bytes())
+        except (OniFormatError, OSError):
+            return path
+        if not count:
+            return path
+        tmp = Path(tempfile.mkdtemp(prefix="rig-oni-")) / path.name
+        tmp.write_bytes(fixed)
+        self._playback_copy, self.playback_fixed_streams = tmp, count
+        return tmp
 
     @staticmethod
     def _finalise_recording(path: Path) -> None:
@@ -454,8 +482,9 @@ class OpenNISensor:
                 raise DeviceError(f"{path}: not an OpenNI recording (expected {ONI_SUFFIX})", exit_code=2)
             if not path.is_file():
                 raise DeviceError(f"{path}: OpenNI recording not found", exit_code=2)
+            opened = self._playable_copy(path)
             try:
-                self._device = openni2.Device.open_file(str(path).encode())
+                self._device = openni2.Device.open_file(str(opened).encode())
             except OpenNIError as exc:
                 raise DeviceError(f"{path}: cannot open OpenNI recording ({_one_line(exc)}); not an .oni file "
                                   "or a damaged one", exit_code=2) from None

@@ -211,12 +211,19 @@ def test_recordings_get_a_cropping_property_with_consistent_offsets(tmp_path) ->
 
 @pytest.mark.timeout(60)
 def test_an_old_recording_without_cropping_is_made_playable(tmp_path) -> None:
-    """What OpenNI2 itself writes for the Dummy device plays back nothing; add_cropping fixes it."""
+    """What OpenNI2 itself writes for the Dummy device has no cropping property (its player would
+    play no frame): playback reads a fixed private copy and leaves the user's file untouched;
+    add_cropping fixes the file itself."""
     path = tmp_path / "old.oni"
     (live,), _ = record_dummy(path, frames=1, finalise=False)
-    with OpenNISensor(playback=path, timeout_s=0.3) as replay:
-        with pytest.raises(DeviceTimeout):
-            replay.read_depth()
+    data = path.read_bytes()
+    assert not [r for r in oni_file.read_records(data) if r.type == oni_file.GENERAL_PROPERTY
+                and oni_file.property_name(data, r) == oni_file.CROPPING_NAME]
+    with OpenNISensor(playback=path, timeout_s=2.0) as replay:
+        assert replay.playback_fixed_streams == 1
+        copy = replay._playback_copy
+        assert copy is not None and copy != path and _contains([replay.read_depth()], live)
+    assert path.read_bytes() == data and not copy.exists()  # the user's file as it was; the copy is gone
     assert oni_file.add_cropping(path) == 1
     played, _, _ = _play_all(path)
     assert _contains(played, live)
