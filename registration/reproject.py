@@ -15,10 +15,19 @@ DSLR-frame depth. Overlaps are resolved by a z-buffer — the nearest surface wi
 has no cracks, occluded target pixels keep the occluder's depth, and target pixels nothing lands on
 (unseen, or hidden from the sensor) stay 0.
 
-Speed notes (measured with NumPy 2.4 on the 640x480 → 645x432 case, see ``rig bench register``):
-the z-buffer uses ``np.minimum.at`` — since NumPy 1.25 ``ufunc.at`` has a fast path and a scatter-
-min of ~0.85 M writes takes ~2 ms, ~10x faster than a 64-bit key sort (the usual workaround for old
-NumPy); ray tables depend only on the geometry and are cached.
+Speed notes (NumPy 2.4 / OpenCV on the 640x480 → 645x432 case, see ``rig bench register``; the
+time goes to memory traffic more than to arithmetic):
+
+* the culled sensor window is processed in strips of ~48 k points, so that a strip's float32
+  temporaries stay in the L2 cache; most steps write into buffers they no longer need;
+* without distortion the rays are separable: Z′ and the projections come from z·x, z·y and z
+  with scalar coefficients (no per-pixel tables to stream), constant footprint tables are scalars;
+* the z-buffer is a scatter-min (``np.minimum.at``, ~1.5 ns a write) into two padded planes —
+  boxes 1 or 2 px tall — at each box's top row (two writes, top-left and top-right); the planes'
+  rows are set to +inf band by band just before a strip writes there, and one pass of minima
+  over each cell and the one above it (second plane) combines them; boxes over 2 px (rare when
+  the target is < 2x finer) add their other cells at the end;
+* invalid points carry +inf and boxes around the origin: no masks in the gap closing.
 """
 
 from __future__ import annotations
@@ -443,7 +452,9 @@ def _splat_big_boxes(planes: np.ndarray, top_right: np.ndarray, dw: np.ndarray, 
     bw = dw.astype(np.intp)[:, None, None]
     bh = dh.astype(np.intp)[:, None, None]
     top_left = (top_right % (hp * wp))[:, None, None] - (bw >= 1)
-    cells = top_left + np.minimum(bw, np.arange(int(bw.max()) + 1)) + np.minimum(bh, np.arange(int(bh.max()) + 1)[:, None]) * wp
+    cols = np.minimum(bw, np.arange(int(bw.max()) + 1))  # (k, 1, W): the last column repeats
+    rows = np.minimum(bh, np.arange(int(bh.max()) + 1)[:, None])  # (k, H, 1)
+    cells = top_left + cols + rows * wp
     np.minimum.at(planes.reshape(-1)[:hp * wp], cells.reshape(-1), np.repeat(zz, cells[0].size))
 
 
