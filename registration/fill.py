@@ -14,17 +14,21 @@ are pulled towards d (α = 1 also denoises them, as the toolbox does).
 * :func:`fill_colorization_reference` — the toolbox's method verbatim: builds A + α·M as a
   ``scipy.sparse`` matrix and solves it directly (``spsolve``; MATLAB uses ``\\``).
 * :func:`fill_colorization_fast` — the same system solved block-wise: the holes (one small
-  independent block per hole) by a sparse direct solve factorised once, the measured pixels by
-  cheap vectorised Jacobi sweeps, alternated (block Gauss–Seidel) until the measured values
-  settle — the reference's solution to ~0.2 mm, without factorising the whole image. With
-  ``alpha=None`` it is Levin et al.'s original hard-constraint form (measured pixels fixed).
-  Quality and speed against the reference (held-out measured pixels): ``rig bench fill``.
+  independent block per hole) by a sparse direct solve factorised once (single precision,
+  nested-dissection order, a refinement step in double precision at the end), the measured
+  pixels by cheap Jacobi sweeps (OpenCV multiply-accumulates on a padded buffer), alternated
+  (block Gauss–Seidel) until the measured values settle — the reference's solution to ~0.2 mm,
+  without factorising the whole image. With ``alpha=None`` it is Levin et al.'s original
+  hard-constraint form (measured pixels fixed). Quality and speed against the reference
+  (held-out measured pixels): ``rig bench fill``.
 
 Shapes: rgb (H, W, 3) uint8 (or float in [0, 1]); depth (H, W) float metres, 0 = unknown;
 valid (H, W) bool. Results are (H, W) float32 metres.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -34,14 +38,21 @@ from rig.core.records import VALID_FILLED, VALID_MEASURED, VALID_UNKNOWN
 OFFSETS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def grey_from_rgb(rgb: np.ndarray) -> np.ndarray:
-    """MATLAB's rgb2gray on [0, 1] values: 0.2989 R + 0.5870 G + 0.1140 B, float64 (H, W)."""
-    x = np.asarray(rgb, dtype=np.float64)
-    if np.issubdtype(np.asarray(rgb).dtype, np.integer):
-        x = x / 255.0
+def grey_from_rgb(rgb: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """MATLAB's rgb2gray on [0, 1] values: 0.2989 R + 0.5870 G + 0.1140 B, (H, W) ``dtype``."""
+    x = np.asarray(rgb)
+    scale = 1.0 / 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
     if x.ndim == 2:
-        return x
-    return 0.298936021293775 * x[..., 0] + 0.587043074451121 * x[..., 1] + 0.114020904255103 * x[..., 2]
+        return (x * scale).astype(dtype, copy=False) if scale != 1.0 else x.astype(dtype)
+    coef = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103]) * scale
+    if dtype == np.float64:
+        return x[..., 0] * coef[0] + x[..., 1] * coef[1] + x[..., 2] * coef[2]
+    c = coef.astype(dtype)
+    grey = x[..., 0].astype(dtype)
+    grey *= c[0]
+    for i in (1, 2):
+        grey += x[..., i] * c[i]
+    return grey
 
 
 def _shifted(a: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
@@ -58,34 +69,43 @@ def colorization_weights(grey: np.ndarray) -> np.ndarray:
 
     Entry k is the weight of neighbour OFFSETS[k]; neighbours outside the image weigh 0; each
     pixel's weights sum to 1. float32 in, float32 out; anything else is computed in float64.
+    The window statistics (mean, variance over the 3x3 window inside the image) are box sums in
+    float64; a squared difference is computed once per pair of neighbours (OFFSETS[k] of p is
+    OFFSETS[7 − k] of its neighbour).
     """
+    import cv2
+
     g = np.asarray(grey, dtype=np.float32 if np.asarray(grey).dtype == np.float32 else np.float64)
     h, w = g.shape
-    gp = np.pad(g, 1, constant_values=np.nan)
-    nbs = [gp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in OFFSETS]  # views, NaN outside
-    n_win = np.ones_like(g)  # neighbours inside the image + the centre
-    total = g.copy()
-    for nb in nbs:
-        n_win += ~np.isnan(nb)
-        total += np.nan_to_num(nb)
-    mean = total / n_win
-    var = (g - mean) ** 2
-    mgv = np.full(g.shape, np.inf, dtype=g.dtype)
-    d2s = []
-    for nb in nbs:
-        dev = np.nan_to_num(nb - mean)
-        var += dev * dev
-        d2 = (nb - g) ** 2  # NaN outside
-        np.fmin(mgv, d2, out=mgv)
-        d2s.append(d2)
-    var /= n_win
-    csig = np.maximum(np.maximum(var * 0.6, mgv / -np.log(0.01)), 2e-6).astype(g.dtype)
+    g64 = g.astype(np.float64)
+    box = lambda a: cv2.boxFilter(a, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
+    n_win = box(np.ones((h, w)))  # pixels of the window inside the image (centre included)
+    mean = box(g64) / n_win
+    var = box(g64 * g64) / n_win - mean * mean  # E[g²] − E[g]²: the window's (population) variance
+    # squared grey differences to the neighbours, +inf outside the image (weight exp(−inf) = 0)
+    gp = np.full((h + 2, w + 2), np.inf, dtype=g.dtype)
+    gp[1:-1, 1:-1] = g
+    d2: list[np.ndarray] = [np.empty(0)] * 8
+    for k in range(4):  # OFFSETS[k] = −OFFSETS[7 − k]
+        dy, dx = OFFSETS[7 - k]
+        e = np.full_like(gp, np.inf)
+        ys, xs = slice(max(0, -dy), h + 2 - max(0, dy)), slice(max(0, -dx), w + 2 - max(0, dx))
+        with np.errstate(invalid="ignore"):  # inf − inf where both lie outside: never read
+            np.subtract(gp[max(0, dy):h + 2 + min(0, dy), max(0, dx):w + 2 + min(0, dx)], gp[ys, xs], out=e[ys, xs])
+        np.multiply(e, e, out=e)  # e[q] = (g[q + o] − g[q])²: inf wherever a pixel lies outside
+        d2[7 - k] = e[1:1 + h, 1:1 + w]  # at p, towards p + o
+        d2[k] = e[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]  # at p, towards p − o: e[p − o]
+    mgv = np.full((h, w), np.inf, dtype=g.dtype)
+    for d in d2:
+        np.fmin(mgv, d, out=mgv)
+    csig = np.maximum(np.maximum(var * 0.6, mgv / -np.log(0.01)), 2e-6)
+    neg_inv = (-1.0 / csig).astype(g.dtype)
     wts = np.empty((8, h, w), dtype=g.dtype)
-    for k, d2 in enumerate(d2s):
-        np.exp(-d2 / csig, out=wts[k])
-    np.nan_to_num(wts, copy=False)  # outside the image: weight 0
     with np.errstate(invalid="ignore", divide="ignore"):  # a 1x1 image has no neighbours at all
-        wts /= wts.sum(axis=0, keepdims=True)
+        for k, d in enumerate(d2):
+            np.multiply(d, neg_inv, out=wts[k])
+        np.exp(wts, out=wts)
+        wts *= 1.0 / wts.sum(axis=0, keepdims=True)
     return wts
 
 
@@ -106,12 +126,15 @@ def colorization_matrix(weights: np.ndarray, data_weight: np.ndarray):  # -> sci
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
 
 
-def _prepare(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _prepare(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray | None,
+             grey_dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(grey (H, W) ``grey_dtype`` in [0, 1], depth (H, W) float64 with 0 where not measured,
+    measured (H, W) bool)."""
     d = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     m = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
     if rgb.shape[:2] != d.shape:
         raise ValueError(f"rgb {rgb.shape[:2]} and depth {d.shape} differ in size")
-    return grey_from_rgb(rgb), np.where(m, d, 0.0), m
+    return grey_from_rgb(rgb, grey_dtype), np.where(m, d, 0.0), m
 
 
 def fill_colorization_reference(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray | None = None,
@@ -152,16 +175,111 @@ def _window_weights(gpad: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndar
     return wts / wts.sum(axis=0, keepdims=True)
 
 
-def _neighbour_sum(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(W·x) for every pixel: Σ_k w_k · x[neighbour k]; neighbours outside the image weigh 0."""
-    h, w = x.shape
-    xp = np.pad(x, 1)
-    acc = np.zeros_like(x)
-    tmp = np.empty_like(x)
-    for k, (dy, dx) in enumerate(OFFSETS):
-        np.multiply(weights[k], xp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w], out=tmp)
-        acc += tmp
-    return acc
+def nested_dissection_order(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """A fill-reducing elimination order (permutation) of grid pixels (ys, xs) for stencils within
+    a 3x3 window: geometric nested dissection with dyadic splits of the bounding box.
+
+    Each split takes a line of pixels (a row or a column; the longer side first) that separates
+    the two halves of its cell — with 3x3 stencils nothing couples across a one-pixel line — and
+    orders half A, half B, then the line. Cells of at most 4x4 pixels keep raster order. The
+    order is a sort on one ternary key per pixel (A = 0, B = 1, separator = 2 per level).
+    """
+    sy = max(int(ys.max()) + 2, 2).bit_length() if ys.size else 1
+    sx = max(int(xs.max()) + 2, 2).bit_length() if xs.size else 1
+    key = np.zeros(ys.size, np.int64)
+    done = np.zeros(ys.size, bool)
+    for _ in range(39):  # 3^39 < 2^63
+        if sx <= 2 and sy <= 2:
+            break
+        if sx >= sy:
+            coord, bits = xs, sx
+            sx -= 1
+        else:
+            coord, bits = ys, sy
+            sy -= 1
+        pos = coord & ((1 << bits) - 1)
+        mid = 1 << (bits - 1)
+        digit = (pos > mid).astype(np.int64)
+        digit[pos == mid] = 2
+        digit[done] = 0
+        key *= 3
+        key += digit
+        done |= digit == 2
+    return np.argsort(key, kind="stable")
+
+
+class _HoleSystem:
+    """The unknown pixels' block (I − W_uu) x_u = W_um x_m, factorised once.
+
+    weights: (8, n) float32 (or float64) affinities of the n unknown pixels (ys, xs) to their
+    OFFSETS neighbours (0 outside the image). :meth:`solve` reads the measured values from a
+    zero-bordered (H + 2, W + 2) float32 buffer and writes the unknowns into it. Unknown pixels
+    without unknown neighbours (isolated dropouts) need no factorisation; the others form one
+    small block per hole, factorised by SuperLU in a nested-dissection order without pivoting
+    (diagonally dominant), in single precision — in double, with ε added to the diagonal, if a
+    block is singular (a hole with no affinity to any measured pixel).
+    """
+
+    def __init__(self, weights: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> None:
+        h, w = shape
+        n = ys.size
+        wp = w + 2
+        self.flat = (ys + 1) * wp + (xs + 1)  # the unknowns in the padded buffer
+        self.nb_idx = self.flat + np.array([dy * wp + dx for dy, dx in OFFSETS])[:, None]  # (8, n)
+        number = np.full((h + 2) * wp, -1, dtype=np.int32)  # unknown-pixel number, -1 = measured/outside
+        number[self.flat] = np.arange(n, dtype=np.int32)
+        nbrs = number[self.nb_idx]  # (8, n) unknown numbers of the neighbours
+        unknown_nb = nbrs >= 0
+        self.nb_w = np.where(unknown_nb, 0.0, weights).astype(weights.dtype)  # weights of the measured neighbours
+        self.coupled = np.flatnonzero(unknown_nb.any(axis=0))
+        self.lu = None
+        if self.coupled.size:
+            self.coupled = self.coupled[nested_dissection_order(ys[self.coupled], xs[self.coupled])]
+            self.lu, self.a_t = _factorise(self.coupled, nbrs, weights, n)
+
+    def solve(self, xp: np.ndarray, refine: bool = False) -> None:
+        """x_u from the measured values, in place in the padded buffer ``xp`` (H + 2, W + 2).
+        refine: one step of iterative refinement in double precision (the final solve)."""
+        xf = xp.reshape(-1)
+        rhs = np.einsum("kn,kn->n", self.nb_w, xf[self.nb_idx])
+        if self.lu is not None:
+            b = rhs[self.coupled]
+            x = self.lu.solve(b.astype(self.lu.L.dtype), trans="T")
+            if refine and self.lu.L.dtype != np.float64:
+                r = b - self.a_t.T @ x.astype(np.float64)
+                x = x + self.lu.solve(r.astype(self.lu.L.dtype), trans="T")
+            rhs[self.coupled] = x
+        xf[self.flat] = rhs
+
+
+def _factorise(order: np.ndarray, nbrs: np.ndarray, weights: np.ndarray, n: int) -> tuple[Any, Any]:
+    """(SuperLU factors of Aᵀ, Aᵀ in double precision (CSC)), A = I − W_uu over the unknowns
+    ``order`` (in that order): nbrs (8, n) are the unknown numbers of each unknown's neighbours
+    (−1: none), weights (8, n) their affinities. A's rows, built directly as Aᵀ's columns, need
+    no sorting into CSC."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    size = order.size
+    position = np.full(n + 1, -1, dtype=np.int32)  # position[-1] = -1: measured or outside
+    position[order] = np.arange(size, dtype=np.int32)
+    cols = np.empty((size, 9), np.int32)  # row r of A: the diagonal, then the unknown neighbours
+    cols[:, 0] = np.arange(size)
+    cols[:, 1:] = position[nbrs[:, order]].T
+    vals = np.empty((size, 9), np.float64)
+    vals[:, 1:] = -weights[:, order].T
+    keep = cols >= 0
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    for diag, dtype in ((1.0, np.float32), (1.0 + 1e-9, np.float64)):  # ε: never singular
+        vals[:, 0] = diag
+        at = sp.csc_matrix((vals[keep], cols[keep], indptr), shape=(size, size))
+        try:
+            # small relax/panel sizes: the blocks of grid problems this size gain nothing from supernodes
+            return splu(at.astype(dtype), permc_spec="NATURAL", diag_pivot_thresh=0.0, relax=1, panel_size=1,
+                        options={"SymmetricMode": True}), at
+        except RuntimeError:  # exactly singular in single precision
+            continue
+    raise RuntimeError("hole system is singular")
 
 
 def fill_colorization_fast(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray | None = None,
@@ -173,74 +291,62 @@ def fill_colorization_fast(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray
         (I − W_uu) x_u = W_um x_m                         (holes: harmonic in the affinities)
         (1 + α) x_m − W_mm x_m − W_mu x_u = α d_m          (measured: pulled towards d)
 
-    The hole block has one row per unknown pixel and falls apart into one small block per hole
-    (isolated unknown pixels are solved directly): it is factorised once (SuperLU, minimum-degree
-    ordering on A + Aᵀ — grid structure, no pivoting — diagonally dominant). Block
-    Gauss–Seidel then alternates an exact hole solve with a Jacobi step on the measured block,
-    x_m ← (α·d + (W·x)_m)/(1 + α), which contracts errors by 1/(1 + α) per sweep, until x_m
-    changes by less than ``tol_m`` (the reference's own solution, to that tolerance).
-    ``alpha=None``: Levin et al.'s hard constraints (x_m = d, one hole solve).
-    Returns (H, W) float32 like :func:`fill_colorization_reference`.
+    The hole block has one row per unknown pixel and falls apart into one small block per hole:
+    it is factorised once (:class:`_HoleSystem`). Block Gauss–Seidel then alternates a Jacobi
+    step on the measured block, x_m ← (α·d + (W·x)_m)/(1 + α), which contracts errors by
+    1/(1 + α) per sweep, with an exact hole solve, until x changes by less than ``tol_m`` (the
+    reference's own solution, to that tolerance). ``alpha=None``: Levin et al.'s hard
+    constraints (x_m = d, one hole solve). Returns (H, W) float32 like
+    :func:`fill_colorization_reference`.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import splu
-
-    grey, d, m = _prepare(rgb, depth, valid)
-    x = np.where(m, d, 0.0)
+    grey, d, m = _prepare(rgb, depth, valid, np.float64 if alpha is None else np.float32)
     if not m.any() or m.all():
-        return x.astype(np.float32)
+        return np.where(m, d, 0.0).astype(np.float32)
     h, w = d.shape
     ys, xs = np.nonzero(~m)
-    n = ys.size
-    index = np.full((h + 2, w + 2), -1, dtype=np.int64)  # unknown-pixel number, -1 = measured/outside
-    index[ys + 1, xs + 1] = np.arange(n)
     if alpha is None:
-        wts = _window_weights(np.pad(grey, 1, constant_values=np.nan), ys, xs)
         weights = None
+        wts = _window_weights(np.pad(grey, 1, constant_values=np.nan), ys, xs)
     else:
-        weights = colorization_weights(grey.astype(np.float32))
-        wts = weights[:, ys, xs].astype(np.float64)
-    nbrs = np.stack([index[ys + 1 + dy, xs + 1 + dx] for dy, dx in OFFSETS])  # (8, n) unknown numbers
-    unknown_nb = nbrs >= 0
-    nb_idx = np.stack([(ys + 1 + dy) * (w + 2) + (xs + 1 + dx) for dy, dx in OFFSETS])  # flat, padded
-    nb_w = np.where(unknown_nb, 0.0, wts)  # weights of the measured neighbours (0 outside the image)
-    # unknown pixels without unknown neighbours (e.g. single dropouts) need no factorisation
-    coupled = np.flatnonzero(unknown_nb.any(axis=0))
-    lu = None
-    if coupled.size:
-        renum = np.full(n, -1, dtype=np.int64)
-        renum[coupled] = np.arange(coupled.size)
-        sub = unknown_nb[:, coupled]
-        k_idx, j_idx = np.nonzero(sub)
-        rows = np.concatenate([np.arange(coupled.size), j_idx])
-        cols = np.concatenate([np.arange(coupled.size), renum[nbrs[:, coupled][k_idx, j_idx]]])
-        vals = np.concatenate([np.full(coupled.size, 1.0 + 1e-9), -wts[:, coupled][k_idx, j_idx]])  # ε: never singular
-        a = sp.csc_matrix((vals, (rows, cols)), shape=(coupled.size, coupled.size))
-        # diagonally dominant: no pivoting needed; symmetric structure: minimum degree on A + Aᵀ
-        lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        weights = colorization_weights(grey)
+        wts = weights[:, ys, xs]
+    holes = _HoleSystem(wts, ys, xs, (h, w))
+    xp = np.zeros((h + 2, w + 2), np.float32)  # the solution, zero-bordered (weights there are 0)
+    np.copyto(xp[1:-1, 1:-1], d, where=m, casting="unsafe")
+    holes.solve(xp, refine=weights is None)
+    if weights is not None:
+        xp = _measured_sweeps(xp, weights, d, alpha, holes, tol_m, max_iter)
+        holes.solve(xp, refine=True)
+    x = xp[1:-1, 1:-1]
+    floor = np.float32(1e-6 * float(d[m].max()))
+    return np.where(m | ((x > floor) & (x < np.inf)), x, np.float32(0.0))  # holes: finite and > 0, or 0
 
-    def solve_holes() -> None:
-        xp = np.pad(x, 1).ravel()
-        rhs = np.einsum("kn,kn->n", nb_w, xp[nb_idx])
-        if lu is not None:
-            rhs[coupled] = lu.solve(rhs[coupled])
-        x[ys, xs] = rhs
 
-    solve_holes()
-    if alpha is not None and weights is not None:
-        ad = (alpha * d).astype(np.float32)
-        unknown = ~m
-        for _ in range(max_iter):
-            new = (ad + _neighbour_sum(x.astype(np.float32), weights)) / np.float32(1.0 + alpha)
-            np.copyto(new, x, where=unknown, casting="unsafe")  # holes: from the exact solve below
-            change = float(np.abs(new - x).max())
-            x = new.astype(np.float64)
-            solve_holes()
-            if change < tol_m:
-                break
-    floor = 1e-6 * float(d[m].max())
-    x[~m] = np.where(np.isfinite(x[~m]) & (x[~m] > floor), x[~m], 0.0)
-    return x.astype(np.float32)
+def _measured_sweeps(xp: np.ndarray, weights: np.ndarray, d: np.ndarray, alpha: float, holes: _HoleSystem,
+                     tol_m: float, max_iter: int) -> np.ndarray:
+    """Block Gauss–Seidel on NYU's system: x_m ← (α·d + (W·x)_m)/(1 + α), then the exact hole
+    solve, until x changes by less than tol_m (m) or after max_iter sweeps.
+
+    xp: (H + 2, W + 2) float32 zero-bordered solution (holes solved); weights: (8, H, W) float32;
+    d: (H, W) measured depth (0 elsewhere). Returns the final buffer (one of two, swapped).
+    """
+    import cv2
+
+    h, w = d.shape
+    scaled = weights * np.float32(1.0 / (1.0 + alpha))  # x_m ← α/(1+α)·d + Σ_k w_k/(1+α)·x_k
+    ad = (d * (alpha / (1.0 + alpha))).astype(np.float32)
+    gp = np.zeros_like(xp)
+    for _ in range(max_iter):
+        g = gp[1:-1, 1:-1]
+        np.copyto(g, ad)
+        for k, (dy, dx) in enumerate(OFFSETS):
+            cv2.accumulateProduct(scaled[k], xp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w], g)
+        holes.solve(gp)  # overwrites the holes' values in g
+        change = float(cv2.norm(gp, xp, cv2.NORM_INF))
+        xp, gp = gp, xp
+        if change < tol_m:
+            break
+    return xp
 
 
 def distance_to_measured_px(measured: np.ndarray) -> np.ndarray:

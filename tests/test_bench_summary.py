@@ -24,3 +24,35 @@ def test_fill_summary_holds_worst_and_median_speedups(monkeypatch, tmp_path):
     s = run_fill(argparse.Namespace(quick=True, repeats=1))["summary"]
     assert {"worst_frame_speedup", "median_speedup"} <= set(s)
     assert 0 < s["worst_frame_speedup"] <= s["median_speedup"] and s["frames"] == 2
+
+
+def test_json_file_has_the_summary_at_the_top_level(monkeypatch, tmp_path):
+    import json
+
+    from rig.cli import main
+    from rig.cli.foundation import bench_report
+
+    monkeypatch.setenv("RIG_SHARED_DATA", str(tmp_path))  # the quick analytic frame
+    out = tmp_path / "fill.json"
+    assert main(["bench", "fill", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {"worst_frame_speedup", "median_speedup"} <= set(doc["summary"])
+    assert "rows" in doc["fill"] and "summary" not in doc["fill"]  # moved, the rest kept
+    both = bench_report({"register": {"a": 1, "summary": {"speed_over_rs_align": 1.2, "mae_mm": 11.0,
+                                                          "rs_align_mae_mm": 34.5}},
+                         "fill": {"b": 2, "summary": {"worst_frame_speedup": 25.0, "median_speedup": 40.0}}})
+    assert both["summary"]["register"]["mae_mm"] == 11.0 and both["summary"]["fill"]["median_speedup"] == 40.0
+    assert both["register"] == {"a": 1} and both["fill"] == {"b": 2}
+
+
+def test_register_json_summary_at_the_top_level(tmp_path):
+    pytest.importorskip("pyrealsense2")
+    import json
+
+    from rig.cli import main
+
+    out = tmp_path / "register.json"
+    assert main(["bench", "register", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert {"speed_over_rs_align", "mae_mm", "rs_align_mae_mm"} <= set(s)
+    assert s["mae_mm"] < 12.3  # the quick run is seed 0 alone: 12.1 mm (11.0 over the three frames)

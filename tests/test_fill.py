@@ -124,3 +124,30 @@ def test_fill_depth_mask_codes_and_edge_cases():
     assert (mask == VALID_UNKNOWN).all() and not out.any()
     with pytest.raises(ValueError):
         fill_depth(rgb, d, method="bogus")
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (5, 1), (2, 2), (13, 17)])
+def test_weights_in_single_precision_match_double_and_weigh_nothing_outside(shape):
+    grey = np.random.default_rng(5).random(shape)
+    grey[:, : shape[1] // 2] *= 0.1  # an edge
+    w64 = colorization_weights(grey)
+    w32 = colorization_weights(grey.astype(np.float32))
+    assert w32.dtype == np.float32 and w64.dtype == np.float64
+    assert np.allclose(w32, w64, atol=1e-5)
+    assert np.allclose(w64.sum(axis=0), 1.0)
+    assert not w64[:3, 0].any() and not w64[[0, 3, 5], :, 0].any()  # top row / left column: no neighbours there
+
+
+def test_hole_factorisation_falls_back_to_double_precision_when_singular():
+    from registration.fill import _factorise, nested_dissection_order
+
+    # two unknown pixels that only see each other: I − W is singular without ε
+    nbrs = np.full((8, 2), -1)
+    nbrs[4, 0], nbrs[3, 1] = 1, 0  # right of 0 is 1, left of 1 is 0
+    weights = np.zeros((8, 2), np.float32)
+    weights[4, 0] = weights[3, 1] = 1.0
+    lu, _ = _factorise(np.array([0, 1]), nbrs, weights, 2)
+    assert lu.L.dtype == np.float64
+    ys, xs = np.mgrid[0:9, 0:11]
+    order = nested_dissection_order(ys.ravel(), xs.ravel())
+    assert np.array_equal(np.sort(order), np.arange(99))

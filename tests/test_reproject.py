@@ -37,6 +37,36 @@ def test_matches_the_plain_loop_version_with_distortion():
     assert np.mean(np.abs(fast - ref) < 1e-3) > 0.97
 
 
+@pytest.mark.parametrize("dst", [
+    Intrinsics(64, 48, 70.0, 70.0, 31.7, 23.4),  # no distortion anywhere: the separable-ray path
+    Intrinsics(64, 48, 70.0, 70.0, 31.7, 23.4, (-0.03, 0.01, 0.0, 0.0, 0.0)),  # only the target distorts
+    Intrinsics(40, 90, 28.0, 105.0, 19.6, 44.3),  # 0.8x wide, 3x tall footprints: boxes over 2 px
+])
+def test_matches_the_plain_loop_version_for_each_path(dst):
+    src = Intrinsics(40, 30, 35.0, 35.0, 19.5, 14.5)
+    e = _extr(2.0, (0.06, -0.02, 0.01))
+    d = raycast_depth(analytic_scene(3), src, e.matrix()).astype(np.float32)
+    d[5:8, 10:20] = 0  # a hole
+    fast = reproject_depth(d, src, dst, e, grow_px=0.1, close_cracks_px=0)
+    ref = reproject_depth_reference(d, src, dst, e, grow_px=0.1)
+    assert np.mean((fast > 0) == (ref > 0)) > 0.995
+    assert np.mean(np.abs(fast - ref) < 1e-3) > 0.97
+
+
+def test_sensor_holes_write_nothing_even_with_gap_closing():
+    """Invalid points (holes, behind the target) sit at the origin with ±grow_px boxes: neither
+    they nor a gap closed towards them may paint pixel (0, 0) or the image's first row/column."""
+    scene = [Plane((0.0, 0.0, 1.0), 2.0)]
+    e = _extr(0.0, (0.0, 0.0, 0.0))
+    depth = raycast_depth(scene, SRC, e.matrix()).astype(np.float32)
+    depth[:, : SRC.width // 2] = 0  # the left half of the sensor sees nothing
+    depth[::2, SRC.width // 2::3] = 0  # and holes among the rest
+    for grow in (1e-9, 0.05):
+        out = reproject_depth(depth, SRC, DST, e, grow_px=grow, close_cracks_px=1.0)
+        assert not out[:, : DST.width // 2 - 2].any()
+        assert np.allclose(out[out > 0], 2.0)
+
+
 def test_nearest_surface_wins_and_disocclusions_stay_unknown():
     scene = [Plane((0.0, 0.0, 1.0), 3.0), Plane((0.0, 0.0, 1.0), 1.0, (-0.1, 0.1, -0.1, 0.1))]
     e = _extr(0.0, (-0.1, 0.0, 0.0))  # the target sits 10 cm to the right of the sensor (x_dst = x_src − 0.1)
