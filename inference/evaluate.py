@@ -185,7 +185,7 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
              min_depth_m: float | None = None, max_depth_m: float | None = None, crop: bool = False,
              mc_samples: int = 0, bin_width_m: float = 0.5, grid: int = 4, limit: int | None = None,
              device: str = "cpu", out_dir: Path | None = None, progress: bool = True,
-             input_dir: Path | None = None) -> dict[str, Any]:
+             input_dir: Path | None = None, flip_tta: bool | None = None) -> dict[str, Any]:
     """Evaluate; returns the metrics record (also written to ``out_dir/metrics.json`` with the figures)."""
     from inference.data import load_image_set
     from inference.mc_dropout import mc_predict
@@ -195,6 +195,8 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
     from rig.core.imageio import read_depth_m
 
     loaded = load_model(model_ref, device=device)
+    if flip_tta is not None:
+        loaded.model.flip_tta = bool(flip_tta)
     es = resolve_eval_set(Path(data), split, loaded.meta)
     crop_note = None
     if crop and already_cropped(es.root):
@@ -252,6 +254,7 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
         "per_image": per_image, "bins": bins.to_dict(),
         "settings": {"min_depth_m": min_depth_m, "max_depth_m": max_depth_m, "crop": crop, "crop_note": crop_note,
                      "mc_samples": mc_samples, "bin_width_m": bin_width_m, "aggregate": "mean over images",
+                     "flip_tta": bool(getattr(loaded.model, "flip_tta", False)) and not mc_samples,
                      "gt_range_m": gt_range_m(images.depth_m, images.valid)},
         "training": {k: loaded.meta.get(k) for k in ("epoch", "n_train", "n_val", "val_carved", "dataset")
                      if k in loaded.meta},

@@ -179,6 +179,7 @@ class DepthNet(nn.Module):
     """Common interface: normalisation, padding, trunk/decode split."""
 
     arch: str = ""
+    flip_tta: bool = False  # predict_image's default: average with the mirror image (set from the model file)
 
     def __init__(self) -> None:
         super().__init__()
@@ -701,6 +702,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     except RuntimeError as e:
         raise RigError(f"{path}: weights do not fit architecture {arch!r} ({str(e).splitlines()[0][:160]})") from None
     model.eval().to(device)
+    model.flip_tta = bool(meta.get("flip_tta", False))
     meta.setdefault("arch", arch)
     return LoadedModel(model=model, arch=arch, path=path, meta=meta)
 

@@ -56,14 +56,14 @@ def to_tensor(rgb: np.ndarray, device: Any = "cpu"):  # -> torch.Tensor
 
 
 def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 0,
-                  device: Any = "cpu", flip_tta: bool = False, uncertainty: str = "") -> Prediction:
+                  device: Any = "cpu", flip_tta: bool | None = None, uncertainty: str = "") -> Prediction:
     """Depth for one RGB uint8 image (H, W, 3) -> Prediction (depth_m, std_m), both (H, W) metres.
 
     ``mc_samples`` > 1: MC-dropout mean and std. ``uncertainty='moments'``: sampling-free MC-dropout
     (:mod:`inference.moments`), one pass. Otherwise one pass; a network with an aleatoric head
     (``forward_dist``, e.g. ``dfdnet``) also returns its predicted σ (``uncertainty='none'`` drops it).
     ``flip_tta``: average the log-depth (and log-scale) of the image and its mirror image (aleatoric
-    networks only).
+    networks, one-pass modes only); None = the model's own default (``model.flip_tta``, from its file).
     """
     import torch
 
@@ -85,16 +85,17 @@ def predict_image(model: Any, rgb: np.ndarray, mc_samples: int = 0, seed: int = 
             if uncertainty == "aleatoric" and not hasattr(model, "forward_dist"):
                 raise RigError(f"--uncertainty aleatoric: this {getattr(model, 'arch', '')} model has no σ head "
                                "(use mc or moments)")
-            if hasattr(model, "forward_dist") and uncertainty != "none":
+            flip = bool(getattr(model, "flip_tta", False)) if flip_tta is None else bool(flip_tta)
+            if hasattr(model, "forward_dist") and (uncertainty != "none" or flip):
                 from inference.losses import depth_std_m
 
                 mu, log_b = model.forward_dist(x)
-                if flip_tta:
+                if flip:
                     mu_f, lb_f = model.forward_dist(torch.flip(x, [3]))
                     mu = 0.5 * (mu + torch.flip(mu_f, [3]))
                     log_b = 0.5 * (log_b + torch.flip(lb_f, [3]))
-                return Prediction(mu.exp()[0, 0].float().cpu().numpy(),
-                                  depth_std_m(mu, log_b)[0, 0].float().cpu().numpy())
+                std = None if uncertainty == "none" else depth_std_m(mu, log_b)[0, 0].float().cpu().numpy()
+                return Prediction(mu.exp()[0, 0].float().cpu().numpy(), std)
             return Prediction(model(x)[0, 0].float().cpu().numpy())
     finally:
         model.train(was_training)
@@ -254,7 +255,8 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
                   resize: str = "auto", camind: "CamindRunner | None" = None, *, cfg: "RigConfig | None" = None,
                   depth_range_m: tuple[float, float] | None = None, ply: bool = False,
                   warn: Any = None, uncertainty: str = "",
-                  on_skip: "Callable[[Path, str], None] | None" = None) -> list[dict[str, Any]]:
+                  on_skip: "Callable[[Path, str], None] | None" = None,
+                  flip_tta: bool | None = None) -> list[dict[str, Any]]:
     """Predict every input image into ``out_dir``; returns one record per image.
 
     ``cfg`` (default: the simulated preset, whose DSLR has the D200's field of view) gives the DSLR
@@ -299,6 +301,8 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
         from inference.model import load_model
 
         loaded = load_model(model_ref, device=device)
+        if flip_tta is not None:
+            loaded.model.flip_tta = bool(flip_tta)
         size = loaded.meta.get("image_size_px") if resize == "auto" else None
         target = tuple(size) if size else None
         trained = trained_optics(loaded.meta)

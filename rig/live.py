@@ -432,7 +432,8 @@ def build_backend(model_ref: str | None, *, backend: str = "auto", mc_samples: i
     net, _, _ = load_net(ref)
 
     def infer_torch(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        pred = predict_image(net, rgb, mc_samples=mc_samples, seed=seed, uncertainty=uncertainty)
+        # one pass, as the exported ONNX graph: live never doubles its cost with the mirror image
+        pred = predict_image(net, rgb, mc_samples=mc_samples, seed=seed, uncertainty=uncertainty, flip_tta=False)
         return pred.depth_m, pred.std_m
 
     return Backend(infer=infer_torch, description=f"torch eager ({torch.get_num_threads()} thread(s))", model=str(ref))

@@ -32,6 +32,10 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
     except SystemExit as e:
         rc = int(e.code or 0)
     out, err = capsys.readouterr()
+    log = os.environ.get("RIG_BAD_INPUT_LOG")  # the closing note's sweep table: one JSON line per input
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"argv": list(argv), "exit": rc, "stderr": err.strip()}) + "\n")
     return rc, out, err
 
 

@@ -175,3 +175,34 @@ def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() ->
         if "val" in meta:
             assert mm["rel"] == pytest.approx(meta["val"]["rel"], abs=0.01)
         assert mm["rel"] < cm["rel"] and mm["rms"] < cm["rms"] and mm["delta1"] > cm["delta1"] + 0.05, name
+
+
+def test_flip_tta_follows_the_model_file_and_can_be_switched_off(tmp_path: Path) -> None:
+    """A model file with meta flip_tta averages the log-depth of the image and its mirror image in
+    predict_image (and so in `rig predict` / `rig eval`); flip_tta=False (`--no-flip-tta`, and `rig
+    live`) runs one pass."""
+    torch.manual_seed(0)
+    model = M.build_model("dfdnet", depth_scale_m=2.0)
+    with torch.no_grad():
+        model.head.conv.weight.normal_(0, 0.05)
+    rgb = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    plain = M.export_fp16(model.eval(), tmp_path / "plain.pt", {"input": "N2_8"})
+    flip = M.export_fp16(model.eval(), tmp_path / "flip.pt", {"input": "N2_8", "flip_tta": True})
+    a, b = M.load_model(plain).model, M.load_model(flip).model
+    assert not a.flip_tta and b.flip_tta
+    one = predict_image(a, rgb)
+    mirror = predict_image(a, np.ascontiguousarray(rgb[:, ::-1]))
+    both = predict_image(b, rgb)
+    expect = np.exp(0.5 * (np.log(one.depth_m) + np.log(mirror.depth_m[:, ::-1])))
+    np.testing.assert_allclose(both.depth_m, expect, rtol=1e-4)
+    assert not np.allclose(both.depth_m, one.depth_m, rtol=1e-4)
+    np.testing.assert_allclose(predict_image(b, rgb, flip_tta=False).depth_m, one.depth_m, rtol=1e-5)
+    assert predict_image(b, rgb, uncertainty="none").std_m is None  # σ dropped, the mirror average kept
+    np.testing.assert_allclose(predict_image(b, rgb, uncertainty="none").depth_m, both.depth_m, rtol=1e-5)
+    write_image(tmp_path / "in" / "x.png", rgb)
+    for extra, want in (([], both.depth_m), (["--no-flip-tta"], one.depth_m)):
+        out = tmp_path / f"out{len(extra)}"
+        r = _rig("predict", "--model", str(flip), "--input", str(tmp_path / "in"), "--out", str(out), *extra)
+        assert r.returncode == 0, r.stderr
+        mm = cv2.imread(str(out / "x.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+        np.testing.assert_allclose(mm / 1000.0, want, atol=1.5e-3)

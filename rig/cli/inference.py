@@ -76,6 +76,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "validation ids recorded in the model when the dataset has no val split)")
     p.add_argument("--input", choices=("N2_8", "N8"), help="input images (default: what the model was trained on)")
     p.add_argument("--input-dir", help="take input images from this folder (<id>.png, e.g. `rig synth` output)")
+    add_flip_arg(p)
     p.add_argument("--json", dest="json_out", help="write the metrics to this JSON file")
     p.add_argument("--out", help="folder for metrics.json, the depth-bin plot and the qualitative grid")
     p.add_argument("--min-depth", type=float, help="evaluate ground truth >= this depth (m)")
@@ -98,6 +99,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="image file or folder of images")
     p.add_argument("--out", required=True, help="output folder")
     add_uncertainty_args(p)
+    add_flip_arg(p)
     p.add_argument("--colorize", action="store_true", help="also write colourised depth (and uncertainty) PNGs "
                    "on a fixed range with a colour bar in metres")
     p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), dest="depth_range",
@@ -147,6 +149,12 @@ def print_metrics(result: dict[str, Any]) -> None:
               f"{u['pooled_ause_ratio']:.2f} pooled (1 = random order, 0 = oracle)")
 
 
+def add_flip_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-flip-tta", action="store_true",
+                   help="one pass only: do not average with the mirror image even when the model file asks "
+                   "for it (the shipped dfd models do; `rig live` always runs one pass)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -168,7 +176,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     result = evaluate(args.model, Path(args.data), args.split, args.input, args.min_depth, args.max_depth,
                       args.crop, args.mc_samples, args.bin_width, args.grid, args.limit, _device(args.device),
-                      out_dir, input_dir=Path(args.input_dir) if args.input_dir else None)
+                      out_dir, input_dir=Path(args.input_dir) if args.input_dir else None,
+                      flip_tta=False if args.no_flip_tta else None)
     if result["settings"].get("crop_note"):
         print(f"--crop not applied again: {result['settings']['crop_note']}")
     print_metrics(result)
@@ -240,7 +249,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             colorize_out=args.colorize, seed=args.seed, device=device, resize=args.resize,
                             camind=camind, cfg=cfg, depth_range_m=depth_range, ply=args.ply,
                             warn=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True),
-                            uncertainty=mode, on_skip=skip if Path(args.input).is_dir() else None)
+                            uncertainty=mode, on_skip=skip if Path(args.input).is_dir() else None,
+                            flip_tta=False if args.no_flip_tta else None)
     for r in records:
         extra = f", mean σ {r['mean_std_m'] * 1000:.0f} mm" if r["mean_std_m"] is not None else ""
         if camind is not None and r["size_px"][0] != camind.ref_width_px:
