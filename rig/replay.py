@@ -198,15 +198,29 @@ def _end_of_recording(exc: BaseException) -> bool:
     return "end of recording" in str(exc)
 
 
+def _register_to_colour(out: Path, name: str, rgb: np.ndarray, depth: np.ndarray, k_depth: Any, target: Any,
+                        depth_to_colour: Any, depth_scale_m: float, meta: dict[str, Any]) -> str:
+    """Register one depth frame of an RGB-D recording into its colour camera, which stands in for the
+    DSLR: reproject, fill, write ``out/registered/<name>`` (with ``meta`` beside the frame id and
+    intrinsics); returns that folder relative to ``out``."""
+    from registration.fill import fill_depth
+    from registration.register import write_registered
+    from registration.reproject import reproject_depth
+    from rig.core.records import RegisteredFrame
+
+    d_m = reproject_depth(depth, k_depth, target, depth_to_colour, depth_scale_m=depth_scale_m)
+    filled, mask = fill_depth(rgb, d_m, method="fast")
+    frame = RegisteredFrame(frame_id=name, defocused_rgb=rgb, all_in_focus_rgb=rgb, depth_m=filled,
+                            valid=mask, intrinsics=target)
+    write_registered(out / "registered" / name, frame, {"frame_id": name, "intrinsics": target.to_dict(), **meta})
+    return f"registered/{name}"
+
+
 def _realsense_items(rec: Recording, through: str, out: Path,
                      notes: list[str]) -> Iterator[tuple[float | None, Any]]:
     from acquisition.realsense_driver import RealSenseSensor
     from inference.live import SourceFrame, resize_to
-    from registration.fill import fill_depth
-    from registration.register import write_registered
-    from registration.reproject import reproject_depth
     from rig.core.errors import DeviceError
-    from rig.core.records import RegisteredFrame
 
     size = tuple(int(v) for v in rec.config.output.size_px)
     sensor = RealSenseSensor(playback=rec.path, color=True)
@@ -243,15 +257,10 @@ def _realsense_items(rec: Recording, through: str, out: Path,
             rgb = resize_to(np.asarray(color), size)  # type: ignore[arg-type]
             meta: dict[str, Any] = {"frame_number": sensor.last_frame["depth"].frame_number}
             if through != "infer":
-                d_m = reproject_depth(depth, k_depth, target, to_color, depth_scale_m=scale)
-                filled, mask = fill_depth(rgb, d_m, method="fast")
-                frame = RegisteredFrame(frame_id=name, defocused_rgb=rgb, all_in_focus_rgb=rgb, depth_m=filled,
-                                        valid=mask, intrinsics=target)
-                write_registered(out / "registered" / name, frame, {
-                    "frame_id": name, "intrinsics": target.to_dict(), "geometry_source": "realsense recording",
+                meta["registered"] = _register_to_colour(out, name, rgb, depth, k_depth, target, to_color, scale, {
+                    "geometry_source": "realsense recording",
                     "replayed_from": str(Path(rec.path).resolve()), "frame_number": meta["frame_number"],
                     "depth": {"units": "mm (16-bit PNG), 0 = unknown", "frame": "RealSense colour camera"}})
-                meta["registered"] = f"registered/{name}"
             yield t, SourceFrame(rgb=rgb, name=name, meta=meta)
             i += 1
     finally:
@@ -321,10 +330,7 @@ def _openni_color_items(rec: Recording, sensor: Any, through: str, out: Path,
                         notes: list[str]) -> Iterator[tuple[float | None, Any]]:
     """Colour .oni: the colour camera stands in for the DSLR (see the module docstring)."""
     from inference.live import SourceFrame, resize_to
-    from registration.fill import fill_depth
-    from registration.register import write_registered
-    from registration.reproject import reproject_depth
-    from rig.core.records import Extrinsics, RegisteredFrame
+    from rig.core.records import Extrinsics
 
     size = tuple(int(v) for v in rec.config.output.size_px)
     k_color = sensor.color_intrinsics()
@@ -340,16 +346,10 @@ def _openni_color_items(rec: Recording, sensor: Any, through: str, out: Path,
         rgb = resize_to(color, size)  # type: ignore[arg-type]
         meta: dict[str, Any] = {"t_us": t_us}
         if through != "infer":
-            d_m = reproject_depth(depth, k_depth, target, same, depth_scale_m=scale)
-            filled, mask = fill_depth(rgb, d_m, method="fast")
-            frame = RegisteredFrame(frame_id=name, defocused_rgb=rgb, all_in_focus_rgb=rgb, depth_m=filled,
-                                    valid=mask, intrinsics=target)
-            write_registered(out / "registered" / name, frame, {
-                "frame_id": name, "intrinsics": target.to_dict(), "t_us": t_us,
-                "geometry_source": "OpenNI recording: depth registered to the colour camera",
+            meta["registered"] = _register_to_colour(out, name, rgb, depth, k_depth, target, same, scale, {
+                "t_us": t_us, "geometry_source": "OpenNI recording: depth registered to the colour camera",
                 "replayed_from": str(Path(rec.path).resolve()),
                 "depth": {"units": "mm (16-bit PNG), 0 = unknown", "frame": "OpenNI colour camera"}})
-            meta["registered"] = f"registered/{name}"
         yield t_us / 1e6, SourceFrame(rgb=rgb, name=name, meta=meta)
         i += 1
     if i == 0:
