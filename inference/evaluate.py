@@ -194,9 +194,7 @@ def evaluate(model_ref: str, data: Path, split: str = "test", input_kind: str | 
     from rig.core import dataset as rds
     from rig.core.imageio import read_depth_m
 
-    loaded = load_model(model_ref, device=device)
-    if flip_tta is not None:
-        loaded.model.flip_tta = bool(flip_tta)
+    loaded = load_model(model_ref, device=device, flip_tta=flip_tta)
     es = resolve_eval_set(Path(data), split, loaded.meta)
     crop_note = None
     if crop and already_cropped(es.root):

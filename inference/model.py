@@ -674,8 +674,11 @@ def _guess_arch(state: dict[str, Any]) -> str:
     return "d3net" if any(k.startswith("features.denseblock") for k in state) else "d3net-lite"
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
+               flip_tta: bool | None = None) -> LoadedModel:
     """Load a training checkpoint, an exported (fp16) model file or a bare state dict; eval mode.
+
+    ``flip_tta``: whether predict_image averages the mirror image by default; None = what the file says.
 
     Files are read with ``weights_only=True``. Raises RigError (one line) on any problem.
     """
@@ -702,7 +705,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     except RuntimeError as e:
         raise RigError(f"{path}: weights do not fit architecture {arch!r} ({str(e).splitlines()[0][:160]})") from None
     model.eval().to(device)
-    model.flip_tta = bool(meta.get("flip_tta", False))
+    model.flip_tta = bool(meta.get("flip_tta", False)) if flip_tta is None else bool(flip_tta)
     meta.setdefault("arch", arch)
     return LoadedModel(model=model, arch=arch, path=path, meta=meta)
 

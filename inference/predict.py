@@ -300,9 +300,7 @@ def predict_files(model_ref: str, inputs: Iterable[Path], out_dir: Path, mc_samp
     else:
         from inference.model import load_model
 
-        loaded = load_model(model_ref, device=device)
-        if flip_tta is not None:
-            loaded.model.flip_tta = bool(flip_tta)
+        loaded = load_model(model_ref, device=device, flip_tta=flip_tta)
         size = loaded.meta.get("image_size_px") if resize == "auto" else None
         target = tuple(size) if size else None
         trained = trained_optics(loaded.meta)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
