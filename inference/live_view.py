@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,18 +36,36 @@ def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(rgb, (tw, th), interpolation=interp))
 
 
-def colorize_fixed(values: np.ndarray, lo: float, hi: float, colormap: str = "viridis") -> np.ndarray:
-    """(H, W) values -> (H, W, 3) uint8 RGB with a FIXED range (no flicker between frames); OpenCV
-    colour maps (a lookup table: fast enough for every live frame). 0 / NaN -> black."""
+_COLORMAPS = ("viridis", "magma", "turbo", "inferno")
+
+
+@functools.lru_cache(maxsize=len(_COLORMAPS))
+def _colormap_lut_rgb(colormap: str) -> np.ndarray:
+    """(257, 3) uint8 RGB: OpenCV's colour map at levels 0..255, then black (index 256 = unknown)."""
     import cv2
 
-    cmap = {"viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "turbo": cv2.COLORMAP_TURBO,
+    if colormap not in _COLORMAPS:
+        raise RigError(f"unknown colour map {colormap!r}; use one of {', '.join(_COLORMAPS)}")
+    code = {"viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "turbo": cv2.COLORMAP_TURBO,
             "inferno": cv2.COLORMAP_INFERNO}[colormap]
-    v = np.nan_to_num(np.asarray(values, np.float32), nan=0.0)
-    t = np.clip((v - lo) * (255.0 / max(hi - lo, 1e-9)), 0, 255).astype(np.uint8)
-    bgr = cv2.applyColorMap(t, cmap)
-    bgr[v <= 0] = 0
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    levels = np.arange(256, dtype=np.uint8)[:, None]
+    lut = cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)[:, 0]
+    lut = np.concatenate([lut, np.zeros((1, 3), np.uint8)])
+    lut.setflags(write=False)
+    return lut
+
+
+def colorize_fixed(values: np.ndarray, lo: float, hi: float, colormap: str = "viridis") -> np.ndarray:
+    """(H, W) values -> (H, W, 3) uint8 RGB with a FIXED range (no flicker between frames), through
+    a cached lookup table of OpenCV's colour map (about 2 ms at 645x432). 0, negative, NaN -> black;
+    +inf -> the top colour."""
+    v = np.asarray(values, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        level = (v - np.float32(lo)) * np.float32(255.0 / max(hi - lo, 1e-9))
+        np.clip(level, 0, 255, out=level)
+        index = level.astype(np.uint16)
+    index[~(v > 0)] = 256
+    return np.take(_colormap_lut_rgb(colormap), index, axis=0)
 
 
 def compose_view(result: Result, depth_range_m: tuple[float, float], std_max_m: float) -> np.ndarray:

@@ -158,6 +158,18 @@ def test_fixed_colour_scale_does_not_depend_on_the_frame():
     assert colorize_fixed(np.array([[0.0]]), 0.5, 10.0).sum() == 0
 
 
+def test_colour_lookup_table_matches_opencv_colour_map_and_blacks_out_unknowns():
+    import cv2
+
+    lo, hi = 0.5, 8.0
+    values = np.linspace(0.01, 9.0, 645 * 4, dtype=np.float32).reshape(4, 645)
+    level = np.clip((values - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    expected = cv2.cvtColor(cv2.applyColorMap(level, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(colorize_fixed(values, lo, hi, "viridis"), expected)
+    odd = colorize_fixed(np.array([[np.nan, -1.0, 0.0, -np.inf, np.inf]], np.float32), lo, hi)
+    assert odd[0, :4].sum() == 0 and np.array_equal(odd[0, 4], expected[-1, -1])
+
+
 # --- rig live -----------------------------------------------------------------------------------------
 
 def test_simulated_source_end_to_end_records_a_replayable_session(tmp_path, onnx_model):

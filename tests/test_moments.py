@@ -136,6 +136,19 @@ def test_int8_quantised_graph_runs_close_to_fp32(tmp_path) -> None:
     a = ort.InferenceSession(str(rep.files["depth"]), providers=["CPUExecutionProvider"]).run(None, {"rgb": x})[0]
     b = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"rgb": x})[0]
     assert b.shape == a.shape and float(np.mean(np.abs(b - a) / a)) < 0.05
+    import onnx
+
+    from inference.quantize import FP32_END_CONVS, fp32_convs
+
+    kept = fp32_convs(rep.files["depth"])
+    assert len(kept) == 2 * FP32_END_CONVS
+    nodes = onnx.load(str(q)).graph.node
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    # QDQ: a quantised Conv reads a DequantizeLinear output as its weight, a kept one its fp32 initializer
+    dq_outputs = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    quantised = {n.name for n in convs if n.input[1] in dq_outputs}
+    assert quantised and not quantised & set(kept)
+    assert {n.name for n in convs} - quantised == set(kept)
 
 
 def test_bench_summary_has_the_issue_keys() -> None:
