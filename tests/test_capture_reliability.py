@@ -182,7 +182,10 @@ def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path):
     scenes = 30  # far more than are captured before the interrupt (it waits for 2), however fast the machine
     proc = subprocess.Popen(rig_cmd("capture", "--config", str(cfg), "--session", str(s), "--scenes", str(scenes),
                                     "--no-progress"), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a shell running the suite in the background (`cmd &`)
+                            # hands its children SIGINT ignored, and Ctrl-C would never reach the capture
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def journaled_ok() -> int:  # completed captures so far, read from the journal as the capture writes it
         journal = s / "captures.jsonl"
