@@ -36,7 +36,8 @@ def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(rgb, (tw, th), interpolation=interp))
 
 
-_COLORMAPS = ("viridis", "magma", "turbo", "inferno")
+_COLORMAPS = {"viridis": "COLORMAP_VIRIDIS", "magma": "COLORMAP_MAGMA", "turbo": "COLORMAP_TURBO",
+              "inferno": "COLORMAP_INFERNO"}  # name -> OpenCV constant
 
 
 @functools.lru_cache(maxsize=len(_COLORMAPS))
@@ -46,8 +47,7 @@ def _colormap_lut_rgb(colormap: str) -> np.ndarray:
 
     if colormap not in _COLORMAPS:
         raise RigError(f"unknown colour map {colormap!r}; use one of {', '.join(_COLORMAPS)}")
-    code = {"viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "turbo": cv2.COLORMAP_TURBO,
-            "inferno": cv2.COLORMAP_INFERNO}[colormap]
+    code = getattr(cv2, _COLORMAPS[colormap])
     levels = np.arange(256, dtype=np.uint8)[:, None]
     lut = cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)[:, 0]
     lut = np.concatenate([lut, np.zeros((1, 3), np.uint8)])
