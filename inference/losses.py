@@ -57,6 +57,26 @@ def log_l1_laplace_loss(mu: torch.Tensor, log_b: torch.Tensor, depth_m: torch.Te
     return err.mean(), nll.mean()
 
 
+def log_si_laplace_loss(mu: torch.Tensor, log_b: torch.Tensor, depth_m: torch.Tensor, valid: torch.Tensor,
+                        lam: float = 0.85) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale-invariant log loss of the mean head, Laplace NLL of the scale head).
+
+    The mean head is trained by Eigen et al.'s (2014) per-image sqrt(mean g² - λ·mean(g)²) with
+    g = μ - log depth (λ = 0.85 as in BTS: mostly the image's shape, 15 % its scale); the scale
+    head exactly as in :func:`log_l1_laplace_loss` (NLL of the detached |g|).
+    """
+    si = []
+    for mu_i, g_i, v_i in zip(mu, depth_m, valid):
+        m = v_i & (g_i > 0)
+        if not bool(m.any()):
+            si.append((mu_i * 0).sum())
+            continue
+        g = mu_i[m] - torch.log(g_i[m])
+        si.append(torch.sqrt((g * g).mean() - lam * g.mean() ** 2 + 1e-8))
+    _, nll = log_l1_laplace_loss(mu, log_b, depth_m, valid)
+    return torch.stack(si).mean() + (log_b * 0).sum(), nll
+
+
 def depth_std_m(mu: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """σ of depth in metres from the Laplace log-depth head: exp(μ)·√2·b (first-order)."""
     return mu.exp() * math.sqrt(2.0) * log_b.exp()

@@ -29,8 +29,8 @@ from rig.core.errors import RigError
 
 @dataclass(frozen=True)
 class Recipe:
-    """arch: registry name; loss: 'l1' (depth, m) or 'log_laplace' (log-depth L1 + Laplace NLL of the
-    σ head); pretrain_fraction: share of the steps on synthetic renders; blur_cue: dfdnet's
+    """arch: registry name; loss: 'l1' (depth, m), 'log_laplace' (log-depth L1 + Laplace NLL of the
+    σ head) or 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL); pretrain_fraction: share of the steps on synthetic renders; blur_cue: dfdnet's
     in-network Zhuo defocus cue."""
 
     name: str
@@ -40,12 +40,15 @@ class Recipe:
     blur_cue: bool = False
 
 
+DIST_LOSSES = ("log_laplace", "si_laplace")  # losses of a (log-depth μ, log b) head: dfdnet only
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("lite_l1", "d3net-lite", "l1"),                      # the shipped recipe before this study
     Recipe("dfd_log", "dfdnet", "log_laplace"),
     Recipe("dfd_log_pre", "dfdnet", "log_laplace", 0.5),
     Recipe("dfd_log_pre_cue", "dfdnet", "log_laplace", 0.5, True),
     Recipe("dfd_log_cue", "dfdnet", "log_laplace", 0.0, True),
+    Recipe("dfd_si_pre", "dfdnet", "si_laplace", 0.5),
 )}
 
 
@@ -165,12 +168,12 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
     """Train (resuming from ``out_dir/last.pt``); returns (model in eval mode, meta record)."""
     import torch
 
-    from inference.losses import log_l1_laplace_loss, masked_l1
+    from inference.losses import log_l1_laplace_loss, log_si_laplace_loss, masked_l1
     from inference.model import build_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     alld = np.concatenate([d[v] for d, v in zip(train.depth_m, train.valid)])
-    scale_m = float(np.exp(np.mean(np.log(alld)))) if recipe.loss == "log_laplace" else float(alld.mean())
+    scale_m = float(np.exp(np.mean(np.log(alld)))) if recipe.loss in DIST_LOSSES else float(alld.mean())
     torch.manual_seed(budget.seed)
     kwargs: dict[str, Any] = {"blur_cue": recipe.blur_cue} if recipe.arch == "dfdnet" else {}
     model = build_model(recipe.arch, depth_scale_m=scale_m, **kwargs)
@@ -206,10 +209,11 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
             x, y, v = random_batch(train.rgb, train.depth_m, train.valid, rng, budget.batch, budget.crop_px)
         x, y, v = torch.from_numpy(x).contiguous(memory_format=fmt), torch.from_numpy(y), torch.from_numpy(v)
         model.train()
-        if recipe.loss == "log_laplace":
+        if recipe.loss in DIST_LOSSES:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 mu, log_b = model.forward_dist(x)
-            l1, nll = log_l1_laplace_loss(mu.float(), log_b.float(), y, v)
+            loss_fn = log_l1_laplace_loss if recipe.loss == "log_laplace" else log_si_laplace_loss
+            l1, nll = loss_fn(mu.float(), log_b.float(), y, v)
             loss = l1 + 0.1 * nll
         else:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -132,3 +132,40 @@ def test_cli_rejects_bad_study_input(tmp_path, capsys):
                  "--steps", "1", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("rig: error:") == 4 and "expected a finite number" in err
+
+
+def test_scale_invariant_laplace_loss_hand_values_and_invariance():
+    """dfd_si_pre's loss: per image sqrt(mean g² - 0.85 mean(g)²) on log depth, invalid pixels ignored;
+    a global scale error is mostly forgiven (15 % of it counts), the Laplace NLL is log_l1_laplace_loss's."""
+    import math
+
+    import torch
+
+    from inference.losses import log_l1_laplace_loss, log_si_laplace_loss
+
+    depth = torch.tensor([2.0, 4.0, 1.0, 8.0]).reshape(1, 1, 2, 2)
+    valid = torch.tensor([True, True, True, False]).reshape(1, 1, 2, 2)
+    g = [math.log(2.0), 0.0, -math.log(2.0)]       # prediction 4, 4, 0.5 against 2, 4, 1
+    mu = torch.log(torch.tensor([4.0, 4.0, 0.5, 99.0])).reshape(1, 1, 2, 2)
+    log_b = torch.zeros_like(mu)
+    si, nll = log_si_laplace_loss(mu, log_b, depth, valid)
+    mean_sq, mean = sum(x * x for x in g) / 3, sum(g) / 3
+    assert float(si) == pytest.approx(math.sqrt(mean_sq - 0.85 * mean ** 2), rel=1e-5)
+    assert float(nll) == pytest.approx(float(log_l1_laplace_loss(mu, log_b, depth, valid)[1]))
+    # a prediction off by a constant factor costs sqrt(0.15)·|log factor|, not |log factor|
+    si_scaled, _ = log_si_laplace_loss(torch.log(depth * 3.0), log_b, depth, valid)
+    assert float(si_scaled) == pytest.approx(math.sqrt(0.15) * math.log(3.0), rel=1e-4)
+    # per image: a second, perfect image halves the mean; gradients reach μ
+    mu2 = torch.cat([torch.log(depth * 3.0), torch.log(depth)]).requires_grad_()
+    si2, _ = log_si_laplace_loss(mu2, torch.zeros_like(mu2), torch.cat([depth, depth]), torch.cat([valid, valid]))
+    assert float(si2) == pytest.approx(float(si_scaled) / 2, rel=1e-3)
+    si2.backward()
+    assert mu2.grad is not None and float(mu2.grad[0].abs().sum()) > 0
+
+
+def test_si_recipe_trains_and_evaluates(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    budget = Budget(steps=3, batch=2, crop_px=32, synth_per_image=1, procedural=1, ckpt_every=3)
+    res = run_fold(root, RECIPES["dfd_si_pre"], budget, 0, 3, "N2_8", tmp_path / "si" / "f0")
+    assert res["meta"]["recipe"]["loss"] == "si_laplace" and res["meta"]["pretrain_steps"] == 2
+    assert np.isfinite(res["eval"]["flip"]["rel"]) and np.isfinite(res["meta"]["final_train_loss"])
