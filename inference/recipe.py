@@ -240,24 +240,45 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
     return model, meta
 
 
-def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int = 8) -> dict[str, Any]:
-    """Mean depth metrics over images plus the uncertainty figures (aleatoric σ for dfdnet, MC-dropout
-    with ``mc_samples`` otherwise): per-image Spearman(σ, |err|), per-image and pooled AUSE ratio."""
-    from inference.cv import ause, spearman
-    from inference.metrics import depth_metrics, mean_metrics
+def predict_depth_std(model: Any, rgb: np.ndarray, flip_tta: bool, mc_samples: int = 8
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(depth_m, std_m), both (H, W), of one model on one uint8 (H, W, 3) image: the aleatoric σ for
+    dfdnet (flip TTA averages both), MC-dropout with ``mc_samples`` otherwise."""
     from inference.predict import predict_image
 
+    if hasattr(model, "forward_dist"):
+        p = predict_image(model, rgb, flip_tta=flip_tta)
+        return p.depth_m, p.std_m
+    depth = predict_image(model, rgb).depth_m
+    if flip_tta:
+        depth_f = predict_image(model, np.ascontiguousarray(rgb[:, ::-1])).depth_m[:, ::-1]
+        depth = np.exp(0.5 * (np.log(depth) + np.log(depth_f)))
+    return depth, predict_image(model, rgb, mc_samples=mc_samples).std_m
+
+
+def ensemble_depth_std(depths_m: Sequence[np.ndarray], stds_m: Sequence[np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Combine M members' (H, W) depth and σ (m): the geometric mean depth, and the σ of the
+    equal-weight mixture, sqrt(mean σ_i² + var_i depth_i) (aleatoric + the members' spread)."""
+    d = np.stack([np.asarray(x, np.float64) for x in depths_m])
+    s = np.stack([np.asarray(x, np.float64) for x in stds_m])
+    depth = np.exp(np.log(np.maximum(d, 1e-6)).mean(0))
+    std = np.sqrt((s * s).mean(0) + d.var(0))
+    return depth.astype(np.float32), std.astype(np.float32)
+
+
+def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int = 8) -> dict[str, Any]:
+    """Mean depth metrics over images plus the uncertainty figures (aleatoric σ for dfdnet, MC-dropout
+    with ``mc_samples`` otherwise): per-image Spearman(σ, |err|), per-image and pooled AUSE ratio.
+    ``model`` may be a list of models: an ensemble (:func:`ensemble_depth_std`)."""
+    from inference.cv import ause, spearman
+    from inference.metrics import depth_metrics, mean_metrics
+
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
     per, errs, sigs, rhos, ratios = [], [], [], [], []
     for rgb, d, v in zip(images.rgb, images.depth_m, images.valid):
-        if hasattr(model, "forward_dist"):
-            p = predict_image(model, rgb, flip_tta=flip_tta)
-            depth, std = p.depth_m, p.std_m
-        else:
-            depth = predict_image(model, rgb).depth_m
-            if flip_tta:
-                depth_f = predict_image(model, np.ascontiguousarray(rgb[:, ::-1])).depth_m[:, ::-1]
-                depth = np.exp(0.5 * (np.log(depth) + np.log(depth_f)))
-            std = predict_image(model, rgb, mc_samples=mc_samples).std_m
+        preds = [predict_depth_std(m, rgb, flip_tta, mc_samples) for m in members]
+        depth, std = preds[0] if len(preds) == 1 else ensemble_depth_std(*zip(*preds))
         per.append(depth_metrics(depth, d, v))
         m = v & (d > 0)
         e = np.abs(depth[m] - d[m])
@@ -270,6 +291,38 @@ def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int 
             "ause_ratio_pooled": ause(np.concatenate(errs), np.concatenate(sigs))["ause_ratio"],
             "spearman": float(np.nanmean(rhos)), "per_image_rel": [float(p["rel"]) for p in per],
             "ids": list(images.ids)}
+
+
+def ensemble_fold(root: Path, member_dirs: Sequence[Path], out_dir: Path) -> dict[str, Any]:
+    """Score the ensemble of finished fold runs ``member_dirs`` (each holding model.pt from
+    :func:`run_fold` on the same fold) on their common held-out ids; writes ``out_dir/result.json``."""
+    from inference.model import load_model
+
+    if len(member_dirs) < 2:
+        raise RigError("an ensemble needs at least two member runs")
+    loaded = []
+    for d in member_dirs:
+        if not (Path(d) / "model.pt").is_file():
+            raise RigError(f"{d}: no model.pt (an unfinished run?)")
+        loaded.append(load_model(Path(d) / "model.pt"))
+    metas = [x.meta for x in loaded]
+    held = list(metas[0].get("val_ids") or [])
+    if not held or any(list(m.get("val_ids") or []) != held for m in metas[1:]):
+        raise RigError("ensemble members must be runs of the same fold (same held-out ids)")
+    inputs = {m.get("input") for m in metas}
+    if len(inputs) != 1:
+        raise RigError(f"ensemble members have different inputs: {sorted(map(str, inputs))}")
+    input_kind = str(inputs.pop())
+    meta = {"fold": metas[0].get("fold"), "members": [str(d) for d in member_dirs], "val_ids": held,
+            "input": input_kind, "budget": {**metas[0]["budget"], "steps": sum(m["budget"]["steps"] for m in metas)},
+            "train_seconds": sum(float(m.get("train_seconds", 0.0)) for m in metas)}
+    models = [x.model for x in loaded]
+    hi = load_images(root, "train", held, input_kind)
+    result = {"meta": meta, "eval": {"plain": evaluate_images(models, hi, False),
+                                     "flip": evaluate_images(models, hi, True)}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def run_fold(root: Path, recipe: Recipe, budget: Budget, fold: int | None, k: int, input_kind: str,

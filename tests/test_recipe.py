@@ -169,3 +169,34 @@ def test_si_recipe_trains_and_evaluates(tmp_path):
     res = run_fold(root, RECIPES["dfd_si_pre"], budget, 0, 3, "N2_8", tmp_path / "si" / "f0")
     assert res["meta"]["recipe"]["loss"] == "si_laplace" and res["meta"]["pretrain_steps"] == 2
     assert np.isfinite(res["eval"]["flip"]["rel"]) and np.isfinite(res["meta"]["final_train_loss"])
+
+
+def test_ensemble_depth_std_hand_values():
+    from inference.recipe import ensemble_depth_std
+
+    d, s = ensemble_depth_std([np.full((2, 2), 1.0), np.full((2, 2), 4.0)], [np.full((2, 2), 0.3)] * 2)
+    assert d == pytest.approx(np.full((2, 2), 2.0))                  # geometric mean of 1 and 4
+    assert s == pytest.approx(np.full((2, 2), np.sqrt(0.09 + 2.25)))  # mean σ² + var {1, 4}
+
+
+def test_ensemble_of_two_seeds_scores_each_fold_and_tabulates(tmp_path, capsys):
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    study = tmp_path / "study"
+    for seed in (0, 1):
+        budget = Budget(steps=2, batch=2, crop_px=32, synth_per_image=1, procedural=1, ckpt_every=2, seed=seed)
+        run_fold(root, RECIPES["dfd_log"], budget, 1, 3, "N2_8", study / f"s{seed}" / "f1")
+    assert main(["depth-study", "ensemble", str(study / "s0"), str(study / "s1"), "--data", str(root),
+                 "--out", str(study / "ens")]) == 0
+    res = json.loads((study / "ens" / "f1" / "result.json").read_text())
+    assert res["meta"]["budget"]["steps"] == 4 and len(res["meta"]["members"]) == 2
+    single = json.loads((study / "s0" / "f1" / "result.json").read_text())
+    assert res["eval"]["flip"]["ids"] == single["eval"]["flip"]["ids"]
+    assert res["eval"]["flip"]["rel"] != single["eval"]["flip"]["rel"]
+    assert {r["recipe"] for r in ablation_rows(study)} == {"s0", "s1", "ens"}
+    capsys.readouterr()
+    # members of different folds are refused in one line
+    run_fold(root, RECIPES["dfd_log"], Budget(steps=1, batch=2, crop_px=32, ckpt_every=1), 0, 3, "N2_8",
+             study / "other" / "f1")
+    assert main(["depth-study", "ensemble", str(study / "s0"), str(study / "other"), "--data", str(root),
+                 "--out", str(study / "bad")]) == 2
+    assert "same fold" in capsys.readouterr().err

@@ -79,6 +79,28 @@ def cmd_study_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_ensemble(args: argparse.Namespace) -> int:
+    from inference.recipe import ensemble_fold
+
+    root = Path(args.data)
+    if not (root / "train").is_dir():
+        raise RigError(f"--data {root}: not a dataset folder (no train/; make one with `rig import-dfd`)")
+    members = [Path(m) for m in args.members]
+    for m in members:
+        if not m.is_dir():
+            raise RigError(f"{m}: no such folder")
+    folds = sorted(set.intersection(*({p.name for p in m.glob("f*") if (p / "model.pt").is_file()}
+                                      for m in members)))
+    if not folds:
+        raise RigError("the member folders share no finished fold (f<k>/model.pt)")
+    for f in folds:
+        res = ensemble_fold(root, [m / f for m in members], Path(args.out) / f)
+        ev = res["eval"]["flip"]
+        print(f"{f}: ensemble of {len(members)}, flip TTA: rel {ev['rel']:.3f} rms {ev['rms']:.3f} m "
+              f"δ1 {ev['delta1'] * 100:.1f}% AUSE ratio {ev['ause_ratio']:.2f} Spearman {ev['spearman']:.2f}")
+    return 0
+
+
 def cmd_study_ship(args: argparse.Namespace) -> int:
     from inference.model import export_fp16, load_model
 
@@ -134,6 +156,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      description="Markdown table over STUDY_DIR/<recipe>/f<k>/result.json: mean ± sd over folds.")
     p.add_argument("study_dir", help="folder holding <recipe>/f<k>/ runs")
     p.set_defaults(func=cmd_study_table)
+    p = g.add_parser("ensemble", help="score the ensemble of several recipes' fold runs",
+                     description="For every fold finished in all MEMBER folders (<member>/f<k>/model.pt), "
+                     "average the members' log depth, take σ as the mixture's (aleatoric + the members' "
+                     "spread), score the held-out ids and write OUT/f<k>/result.json, so that "
+                     "`rig depth-study table` lists the ensemble beside its members.")
+    p.add_argument("members", nargs="+", help="recipe run folders (e.g. study/dfd_log_pre study/dfd_log_pre_s1)")
+    p.add_argument("--data", required=True, help="the dataset folder the members were trained on")
+    p.add_argument("--out", required=True, help="folder for the ensemble's f<k>/result.json (e.g. study/ens2)")
+    p.set_defaults(func=cmd_study_ensemble)
+
     p = g.add_parser("ship", help="write a run's model.pt as a shipped fp16 model file",
                      description="Export a `depth-study run` model as models/<name>.pt (fp16, with its metadata).")
     p.add_argument("run", help="model.pt of a run (or its folder)")
