@@ -33,7 +33,7 @@ import yaml
 from acquisition.protocols import (DepthSensor, DeviceBusy, DeviceDisconnected, DeviceTimeout, Dslr,
                                    TransferError, fuse_depth_burst)
 from rig.core.config import RigConfig
-from rig.core.errors import DeviceError, RigError
+from rig.core.errors import DeviceError, RigError, Terminated
 from rig.core.imageio import atomic_write_bytes, write_depth_mm, write_image
 from rig.core.records import (ALL_IN_FOCUS_NAME, CAPTURE_META_NAME, DEFOCUSED_NAME, DEPTH_FRAME_NAME, DEPTH_FUSED_NAME,
                          IR_NAME, TRUTH_DIR, Capture, DepthBurst, DslrShot, capture_to_dict)
@@ -225,8 +225,9 @@ class PairCapture:
                     self.sleep(min(BACKOFF_MAX_S, self.backoff_s * 2 ** (attempt - 1)))
             except (KeyboardInterrupt, StorageFull) as e:
                 self._discard(tmp)
-                self._journal_quietly(journal, "interrupted",
-                                      "interrupted by the user" if isinstance(e, KeyboardInterrupt) else _one_line(e))
+                why = ("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted by the user"
+                       if isinstance(e, KeyboardInterrupt) else _one_line(e))
+                self._journal_quietly(journal, "interrupted", why)
                 raise
             except OSError as e:
                 self._discard(tmp)
@@ -414,6 +415,7 @@ class SessionRun:
 
     results: list[CaptureResult]
     interrupted: bool = False
+    terminated: bool = False  # the interruption was SIGTERM (rig.core.errors.Terminated), not Ctrl-C
     stop_error: RigError | None = None
 
     @property
@@ -439,8 +441,9 @@ def run_scenes(capture: PairCapture, scene_indices: list[int],
             run.results.append(res)
             if on_result is not None:
                 on_result(res)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         run.interrupted = True
+        run.terminated = isinstance(e, Terminated)
     except RigError as e:
         run.stop_error = e
     return run

@@ -647,40 +647,49 @@ class LiveLoop:
         """Start the stages, call ``on_tick(self)`` every ``tick_s`` from this thread (display, panel)
         until they all finish, then finish the recording. Re-raises the first stage error.
 
-        Ctrl-C (SIGINT, when called from the main thread) stops the capture; the queued frames are
-        still inferred and saved. A second Ctrl-C stops waiting (what is on disk stays valid).
+        Ctrl-C (SIGINT) and SIGTERM, when called from the main thread, stop the capture; the queued
+        frames are still inferred and saved (``stopped_by`` 'interrupted (Ctrl-C)' or 'terminated
+        (SIGTERM)'). A second signal stops waiting (what is on disk stays valid) and raises
+        KeyboardInterrupt or :class:`~rig.core.errors.Terminated`. A signal the parent process set
+        to be ignored (a script's background job) stays ignored.
         """
         import signal
 
-        old_handler = None
-        if handle_sigint and threading.current_thread() is threading.main_thread():
-            def on_sigint(signum: int, frame: Any) -> None:
-                if self.stopping and self.stopped_by.startswith("interrupted"):
-                    raise KeyboardInterrupt
-                self.stop("interrupted (Ctrl-C)")
+        from rig.core.errors import Terminated
 
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
-        forced = False
+        reasons = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+        old_handlers: dict[int, Any] = {}
+        forced: BaseException | None = None
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self.stopping and self.stopped_by in reasons.values():
+                raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt
+            self.stop(reasons[signum])
+
+        if handle_sigint and threading.current_thread() is threading.main_thread():
+            for sig in reasons:
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    old_handlers[sig] = signal.signal(sig, on_signal)
         self.start()
         try:
             while self.alive():
                 if on_tick is not None:
                     on_tick(self)
                 self.join(tick_s)
-        except KeyboardInterrupt:
-            forced = True
-            self.stop("interrupted (Ctrl-C)")
+        except KeyboardInterrupt as e:
+            forced = e
+            self.stop(reasons[signal.SIGTERM] if isinstance(e, Terminated) else reasons[signal.SIGINT])
             self.join(5.0)
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, old in old_handlers.items():
+                signal.signal(sig, old)
         if on_tick is not None:
             on_tick(self)
         summary = self.summary()
         if self.recorder is not None:
             self.recorder.finish(summary)
-        if forced:
-            raise KeyboardInterrupt
+        if forced is not None:
+            raise forced
         if self._errors:
             e = self._errors[0]
             if isinstance(e, RigError):

@@ -280,3 +280,26 @@ def test_readme_documents_the_batch_rule():
 def test_non_finite_factors_in_a_list_are_refused(tmp_path, capsys):
     rc, _, err = run_main(capsys, "camind-experiment", "--k-cam-errors", "0.9,inf", "--out", str(tmp_path / "t.md"))
     assert rc == 2 and "--k-cam-errors" in one_line(err) and "finite" in err
+
+
+def test_sigterm_ends_any_command_with_143_and_one_line(monkeypatch, capsys):
+    """`kill PID` during a command: the Ctrl-C clean-up paths run (Terminated is a KeyboardInterrupt),
+    one line on stderr, exit 143, and the process's SIGTERM handling is restored afterwards."""
+    import os
+    import signal
+    import time
+
+    import rig.cli as cli
+
+    def slow_command(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted by the handler long before this ends
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr("rig.cli.study.cmd_study_table", slow_command)  # the parser is built inside main()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    t0 = time.monotonic()
+    assert cli.main(["depth-study", "table", "anywhere"]) == 143
+    assert time.monotonic() - t0 < 4
+    assert capsys.readouterr().err.strip() == "rig: terminated (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

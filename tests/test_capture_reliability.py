@@ -175,7 +175,11 @@ def test_kill_9_at_random_moments_then_resume_completes(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, sig, code, word):
+    """Ctrl-C, or SIGTERM as from `kill`/`systemctl stop`: a clean stop with its exit code, nothing
+    captured lost, the interrupted capture journaled, and --resume completes the session."""
     cfg = write_config(tmp_path / "tiny.yaml", simulated={"seed": 7, "latency_scale": 0.3})
     s = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -196,10 +200,10 @@ def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and journaled_ok() < 2 and proc.poll() is None:  # a few captures in
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert f"rig: {word}" in err and "Traceback" not in err
     counts = check_session(s)
     assert 0 < counts["ok"] < scenes
     r = run_rig("capture", "--session", str(s), "--resume", "--no-progress")

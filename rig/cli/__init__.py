@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rig import __version__
 from rig.cli import acquisition, blur, compare, deploy, foundation, inference, registration, study
 from rig.cli.base import _Parser, add_group
-from rig.core.errors import RigError
+from rig.core.errors import RigError, Terminated
 
 __all__ = ["COMMAND_MODULES", "add_group", "build_parser", "main"]
 
@@ -49,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _sigterm_as_exception() -> Callable[[], None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so a command
+    stopped by ``kill``/``systemctl stop`` ends as cleanly as on Ctrl-C. A SIGTERM that the parent set
+    to be ignored, or that someone else handles, is left alone. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,12 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = getattr(args, "_group_parser", parser)
         target.print_help()
         return 2 if args.command else 0
+    restore = _sigterm_as_exception()
     try:
         rc = func(args)
         return int(rc or 0)
     except RigError as e:
         print(f"rig: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("rig: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("rig: interrupted", file=sys.stderr)
         return 130
@@ -78,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"rig: error: {type(e).__name__}: {msg} (set RIG_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

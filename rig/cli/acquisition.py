@@ -176,9 +176,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
           f"{summary['captures_retried']} needed retries, of {total} planned; journal {session.journal_path}")
     resume = f"rig capture --session {session.path} --resume"
     if run.interrupted:
-        print(f"rig: interrupted — {summary['captures_ok']} capture(s) saved; continue with `{resume}`",
-              file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if run.terminated else "interrupted"
+        print(f"rig: {how} — {summary['captures_ok']} capture(s) saved; continue with `{resume}`", file=sys.stderr)
+        return 143 if run.terminated else 130
     if run.stop_error is not None:
         raise run.stop_error
     if run.failed:

@@ -123,10 +123,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.serve is False and args.host != "127.0.0.1":
         raise RigError("--host: only used with --serve")
     out = run_live(cfg, opts)
-    if str(out.get("stopped_by", "")).startswith("interrupted"):
-        print(f"rig: interrupted — {out.get('frames_output', 0)} frame(s) saved in {out.get('session')}",
-              file=sys.stderr)
-        return 130
+    stopped_by = str(out.get("stopped_by", ""))
+    if stopped_by.startswith(("interrupted", "terminated")):
+        how = "terminated (SIGTERM)" if stopped_by.startswith("terminated") else "interrupted"
+        print(f"rig: {how} — {out.get('frames_output', 0)} frame(s) saved in {out.get('session')}", file=sys.stderr)
+        return 143 if stopped_by.startswith("terminated") else 130
     skipped = out.get("skipped") or []
     if skipped:
         raise PartialFailure(f"{len(skipped)} image(s) of {args.source} skipped as truncated or corrupt "

@@ -17,6 +17,11 @@ class RigError(Exception):
             self.exit_code = exit_code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, ``systemctl stop``, ``docker stop``) raised as an exception, so that the
+    paths that stop cleanly on Ctrl-C run for it too. The CLI exits with 143 (128 + 15)."""
+
+
 class ConfigError(RigError):
     """A config or session file fails validation (exit code 2)."""
 
