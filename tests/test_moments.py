@@ -163,3 +163,21 @@ def test_bench_summary_has_the_issue_keys() -> None:
                  "moments_over_one_pass": 1.2, "moments_vs_mc50_spearman": 0.85, "live_over_model_2threads": 0.8,
                  "int8_over_fp32": 2.0, "int8_rel_change": 0.01}
     assert summary({})["int8_over_fp32"] is None
+
+
+def test_smooth_kernel_variance_equals_the_per_tap_form_on_a_constant_field() -> None:
+    """dfdnet's 1 x 1 kernel variance: exact where σ is constant under the kernel (away from the
+    zero padding), and the same shape as the conv's output for strided convs too."""
+    from inference.moments import _smooth_var, _spatially_correlated_var
+
+    torch.manual_seed(0)
+    w = torch.randn(5, 4, 3, 3)
+    var = torch.rand(1, 4, 1, 1).expand(1, 4, 12, 16).contiguous()
+    kw = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    a, b = _smooth_var(var, w, kw), _spatially_correlated_var(var, w, kw)
+    assert a.shape == b.shape == (1, 5, 12, 16)
+    assert torch.allclose(a[..., 1:-1, 1:-1], b[..., 1:-1, 1:-1], rtol=1e-5)
+    kw2 = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1)
+    a2, b2 = _smooth_var(var, w, kw2), _spatially_correlated_var(var, w, kw2)
+    assert a2.shape == b2.shape == (1, 5, 6, 8)
+    assert torch.allclose(a2[..., 1:, 1:], b2[..., 1:, 1:], rtol=1e-5)
