@@ -56,3 +56,20 @@ def test_register_json_summary_at_the_top_level(tmp_path):
     s = json.loads(out.read_text())["summary"]
     assert {"speed_over_rs_align", "mae_mm", "rs_align_mae_mm"} <= set(s)
     assert s["mae_mm"] < 12.3  # the quick run is seed 0 alone: 12.1 mm (11.0 over the three frames)
+
+
+def test_agreement_images_of_a_model_without_held_out_ids_are_real_and_not_calibration_images():
+    from inference.quantize import CALIBRATION_IMAGES, dfd_images
+    from rig.bench.uncertainty import VAL_IMAGES, _val_images
+
+    size = (96, 64)
+    every = dfd_images(size)
+    if not every:
+        pytest.skip("no DFD indoor data under ../shared/data")
+    imgs, note = _val_images({"input": "N2_8", "train_ids": ["x"]}, size, quick=False)
+    assert 0 < len(imgs) <= VAL_IMAGES and "training images" in note
+    calibration = {sid for sid, _, _ in every[:CALIBRATION_IMAGES]}
+    assert not calibration & {sid for sid, _, _ in imgs}
+    assert all(gt is not None and (gt > 0).any() for _, _, gt in imgs)
+    quick, note_q = _val_images({"input": "N2_8"}, size, quick=True)
+    assert "random" in note_q and all(gt is None for _, _, gt in quick)

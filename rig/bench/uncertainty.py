@@ -32,10 +32,23 @@ def _val_images(meta: dict[str, Any], size_wh: tuple[int, int], quick: bool) -> 
     from inference.export import _random_rgb
     from inference.quantize import dfd_images
 
+    from inference.quantize import CALIBRATION_IMAGES
+
     ids = list(meta.get("val_ids") or [])
-    imgs = [] if quick or not ids else dfd_images(size_wh, ids=ids, kind=str(meta.get("input", "N2_8")))
+    kind = str(meta.get("input", "N2_8"))
+    imgs = [] if quick or not ids else dfd_images(size_wh, ids=ids, kind=kind)
     if imgs:
         return imgs, f"{len(imgs)} validation images of the model (DFD indoor)"
+    if not quick and not ids:
+        # a shipped model trained on every capture has no held-out images: real training images still
+        # tell whether moments σ follows MC σ and what int8 changes (not the model's accuracy); the
+        # int8 calibration images (the first ones) are left out
+        rest = dfd_images(size_wh, kind=kind)[CALIBRATION_IMAGES:]
+        if rest:
+            step = max(1, len(rest) // VAL_IMAGES)
+            imgs = rest[::step][:VAL_IMAGES]
+            return imgs, (f"{len(imgs)} DFD indoor training images of the model (it has no held-out ids; "
+                          "in-sample, so the rel figures compare fp32 with int8, not the model with the data)")
     w, h = size_wh
     n = QUICK_VAL_IMAGES
     rnd = [(f"random{i}", (_random_rgb(h, w, 50 + i)[0].transpose(1, 2, 0) * 255).astype(np.uint8), None)
