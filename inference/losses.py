@@ -29,13 +29,20 @@ def log_l1(pred: torch.Tensor, depth_m: torch.Tensor, valid: torch.Tensor) -> to
 def scale_invariant(pred: torch.Tensor, depth_m: torch.Tensor, valid: torch.Tensor, lam: float = 0.85
                     ) -> torch.Tensor:
     """Eigen et al. (2014) scale-invariant log loss, per image then averaged: sqrt(mean d² - λ mean(d)²)."""
+    return log_scale_invariant(torch.log(pred.clamp_min(1e-6)), depth_m, valid, lam)
+
+
+def log_scale_invariant(log_pred: torch.Tensor, depth_m: torch.Tensor, valid: torch.Tensor, lam: float = 0.85
+                        ) -> torch.Tensor:
+    """:func:`scale_invariant` of a log-depth prediction: per image sqrt(mean g² - λ mean(g)²) with
+    g = log_pred - log depth over valid pixels with depth > 0 (0 with gradient for an empty image)."""
     out = []
-    for p, g, v in zip(pred, depth_m, valid):
+    for p, g, v in zip(log_pred, depth_m, valid):
         m = v & (g > 0)
         if not bool(m.any()):
             out.append((p * 0).sum())
             continue
-        d = torch.log(p[m].clamp_min(1e-6)) - torch.log(g[m])
+        d = p[m] - torch.log(g[m])
         out.append(torch.sqrt((d * d).mean() - lam * d.mean() ** 2 + 1e-8))
     return torch.stack(out).mean()
 
@@ -61,20 +68,12 @@ def log_si_laplace_loss(mu: torch.Tensor, log_b: torch.Tensor, depth_m: torch.Te
                         lam: float = 0.85) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale-invariant log loss of the mean head, Laplace NLL of the scale head).
 
-    The mean head is trained by Eigen et al.'s (2014) per-image sqrt(mean g² - λ·mean(g)²) with
-    g = μ - log depth (λ = 0.85 as in BTS: mostly the image's shape, 15 % its scale); the scale
-    head exactly as in :func:`log_l1_laplace_loss` (NLL of the detached |g|).
+    The mean head is trained by :func:`log_scale_invariant` (λ = 0.85 as in BTS: mostly the image's
+    shape, 15 % its scale); the scale head exactly as in :func:`log_l1_laplace_loss` (NLL of the
+    detached |μ - log depth|).
     """
-    si = []
-    for mu_i, g_i, v_i in zip(mu, depth_m, valid):
-        m = v_i & (g_i > 0)
-        if not bool(m.any()):
-            si.append((mu_i * 0).sum())
-            continue
-        g = mu_i[m] - torch.log(g_i[m])
-        si.append(torch.sqrt((g * g).mean() - lam * g.mean() ** 2 + 1e-8))
     _, nll = log_l1_laplace_loss(mu, log_b, depth_m, valid)
-    return torch.stack(si).mean() + (log_b * 0).sum(), nll
+    return log_scale_invariant(mu, depth_m, valid, lam) + (log_b * 0).sum(), nll
 
 
 def depth_std_m(mu: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
