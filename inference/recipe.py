@@ -30,8 +30,8 @@ from rig.core.errors import RigError
 @dataclass(frozen=True)
 class Recipe:
     """arch: registry name; loss: 'l1' (depth, m), 'log_laplace' (log-depth L1 + Laplace NLL of the
-    σ head) or 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL); pretrain_fraction: share of the steps on synthetic renders; blur_cue: dfdnet's
-    in-network Zhuo defocus cue."""
+    σ head) or 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL); pretrain_fraction:
+    share of the steps on synthetic renders; blur_cue: dfdnet's in-network Zhuo defocus cue."""
 
     name: str
     arch: str

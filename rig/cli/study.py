@@ -18,14 +18,20 @@ def _positive_int(name: str, v: int, hi: int) -> int:
     return v
 
 
+def _dataset_root(data: str) -> Path:
+    """--data as a Path, refused in one line unless it holds a train/ split."""
+    root = Path(data)
+    if not (root / "train").is_dir():
+        raise RigError(f"--data {root}: not a dataset folder (no train/; make one with `rig import-dfd`)")
+    return root
+
+
 def cmd_study_run(args: argparse.Namespace) -> int:
     import torch
 
     from inference.recipe import RECIPES, Budget, bf16_supported, run_fold
 
-    root = Path(args.data)
-    if not (root / "train").is_dir():
-        raise RigError(f"--data {root}: not a dataset folder (no train/; make one with `rig import-dfd`)")
+    root = _dataset_root(args.data)
     if args.recipe not in RECIPES:
         raise RigError(f"--recipe: one of {', '.join(RECIPES)}, got {args.recipe!r}")
     fold = None if args.fold == "all" else int(args.fold) if args.fold.isdigit() else None
@@ -82,9 +88,7 @@ def cmd_study_table(args: argparse.Namespace) -> int:
 def cmd_study_ensemble(args: argparse.Namespace) -> int:
     from inference.recipe import ensemble_fold
 
-    root = Path(args.data)
-    if not (root / "train").is_dir():
-        raise RigError(f"--data {root}: not a dataset folder (no train/; make one with `rig import-dfd`)")
+    root = _dataset_root(args.data)
     members = [Path(m) for m in args.members]
     for m in members:
         if not m.is_dir():
