@@ -48,29 +48,46 @@ def _conv(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class SmallUNet(nn.Module):
-    """3-level U-Net: (B, in_ch, H, W) -> (B, out_ch, H, W) (H, W multiples of 4), with optional extra
-    skip features ``extra`` (list of 3 maps at 1, 1/2, 1/4 resolution) concatenated at each level."""
+    """``levels``-level U-Net: (B, in_ch, H, W) -> (B, out_ch, H, W) (H, W multiples of 2^(levels−1)),
+    channels base·2^i at level i, with optional extra skip features ``extra`` (one map per level, at
+    1, 1/2, 1/4, … resolution) concatenated at each level. ``levels`` 3 is paper 2's small net; more
+    levels widen the receptive field for full-size (645x432) images."""
 
-    def __init__(self, in_ch: int, out_ch: int, base: int = 16, extra_ch: Sequence[int] = (0, 0, 0)) -> None:
+    def __init__(self, in_ch: int, out_ch: int, base: int = 16, extra_ch: Sequence[int] | None = None,
+                 levels: int = 3) -> None:
         super().__init__()
-        c1, c2, c3 = base, 2 * base, 4 * base
-        self.e1 = _conv(in_ch + extra_ch[0], c1)
-        self.e2 = _conv(c1 + extra_ch[1], c2)
-        self.e3 = _conv(c2 + extra_ch[2], c3)
-        self.u2 = _conv(c3 + c2, c2)
-        self.u1 = _conv(c2 + c1, c1)
-        self.head = nn.Conv2d(c1, out_ch, 1)
-        self.channels = (c1, c2, c3)
+        if levels < 2:
+            raise ValueError(f"levels must be >= 2, got {levels}")
+        extra_ch = tuple(extra_ch) if extra_ch is not None else (0,) * levels
+        if len(extra_ch) != levels:
+            raise ValueError(f"extra_ch needs one entry per level ({levels}), got {len(extra_ch)}")
+        ch = tuple(base * 2 ** i for i in range(levels))
+        prev = in_ch
+        for i in range(levels):  # names e1, e2, … and u(levels-1) … u1 keep 3-level files loadable
+            setattr(self, f"e{i + 1}", _conv(prev + extra_ch[i], ch[i]))
+            prev = ch[i]
+        for i in range(levels - 1, 0, -1):
+            setattr(self, f"u{i}", _conv(ch[i] + ch[i - 1], ch[i - 1]))
+        self.head = nn.Conv2d(ch[0], out_ch, 1)
+        self.channels = ch
+        self.levels = int(levels)
+
+    @property
+    def stride(self) -> int:
+        """The multiple H and W must be: 2^(levels − 1)."""
+        return 2 ** (self.levels - 1)
 
     def forward(self, x: torch.Tensor, extra: Sequence[torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         cat = (lambda t, i: torch.cat([t, extra[i]], 1)) if extra is not None else (lambda t, i: t)
-        f1 = self.e1(cat(x, 0))
-        f2 = self.e2(cat(F.avg_pool2d(f1, 2), 1))
-        f3 = self.e3(cat(F.avg_pool2d(f2, 2), 2))
-        y = self.u2(torch.cat([F.interpolate(f3, scale_factor=2.0, mode="bilinear", align_corners=False), f2], 1))
-        y = self.u1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False), f1], 1))
-        return self.head(y), [f1, f2, f3]
+        feats = [getattr(self, "e1")(cat(x, 0))]
+        for i in range(1, self.levels):
+            feats.append(getattr(self, f"e{i + 1}")(cat(F.avg_pool2d(feats[-1], 2), i)))
+        y = feats[-1]
+        for i in range(self.levels - 1, 0, -1):
+            up = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+            y = getattr(self, f"u{i}")(torch.cat([up, feats[i - 1]], 1))
+        return self.head(y), feats
 
 
 @dataclass
@@ -89,17 +106,22 @@ class CamIndDFD(nn.Module):
 
     use_k_cam False is the "no k_cam" baseline: the same networks, the blur uncorrected.
     rho: σ = ρ·ε (the rig's blur.rho); depth_scale_m: initial depth (log-depth head bias).
-    Input RGB in [0, 1], (B, 3, H, W), H and W multiples of 4.
+    Input RGB in [0, 1], (B, 3, H, W), H and W multiples of :attr:`stride` (4 for 3 levels).
     """
 
     def __init__(self, base: int = 16, rho: float = optics.PAPER1_RHO, use_k_cam: bool = True,
-                 depth_scale_m: float = 2.5) -> None:
+                 depth_scale_m: float = 2.5, levels: int = 3) -> None:
         super().__init__()
         self.rho, self.use_k_cam = float(rho), bool(use_k_cam)
-        self.blur_net = SmallUNet(3, 1, base)
-        self.depth_net = SmallUNet(4, 1, base, extra_ch=self.blur_net.channels)
+        self.blur_net = SmallUNet(3, 1, base, levels=levels)
+        self.depth_net = SmallUNet(4, 1, base, extra_ch=self.blur_net.channels, levels=levels)
         with torch.no_grad():
             self.depth_net.head.bias.fill_(math.log(depth_scale_m))
+
+    @property
+    def stride(self) -> int:
+        """Input H and W must be multiples of this (the U-Nets pool levels − 1 times)."""
+        return self.blur_net.stride
 
     def correct(self, lambda_px: torch.Tensor, k_cam_px: torch.Tensor, gamma_px: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,12 +176,12 @@ def camind_loss(out: CamIndOutput, depth_m: torch.Tensor, k_cam_px: torch.Tensor
 def predict_camind(model: CamIndDFD, rgb: np.ndarray, k_cam_px: float, gamma_px: float = 0.0) -> np.ndarray:
     """Depth (H, W) float32 m from one defocused RGB (H, W, 3) uint8 or float [0, 1] at the model's
     (output) resolution; k_cam_px / gamma_px: the rig config's blur.k_cam_px / blur.gamma_px
-    (``rig calibrate blur``). Reflect-pads to a multiple of 4 and crops back."""
+    (``rig calibrate blur``). Reflect-pads to a multiple of ``model.stride`` and crops back."""
     model.eval()
     a = np.asarray(rgb)
     x = torch.from_numpy(a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)).permute(2, 0, 1)[None]
     h, w = x.shape[-2:]
-    ph, pw = (-h) % 4, (-w) % 4
+    ph, pw = (-h) % model.stride, (-w) % model.stride
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect")
     out = model(x, float(k_cam_px), float(gamma_px))
@@ -370,17 +392,20 @@ def format_table(rows: Sequence[dict]) -> str:
 CAMIND_ARCH = "camind"
 
 
-def save_camind(model: CamIndDFD, path, meta: dict) -> "Path":
-    """Write ``{'arch': 'camind', 'state_dict' (float32), 'meta'}`` atomically. ``meta`` should hold
-    focus_m (the focus distance the depth network learned), train_k_cam_px and image_size_px; the
-    constructor arguments (base, rho, use_k_cam) are added here."""
+def save_camind(model: CamIndDFD, path, meta: dict, half: bool = False) -> "Path":
+    """Write ``{'arch': 'camind', 'state_dict' (float32, or float16 with ``half``), 'meta'}``
+    atomically. ``meta`` should hold focus_m (the focus distance the depth network learned),
+    train_k_cam_px and image_size_px; the constructor arguments (base, rho, use_k_cam, levels) are
+    added here. :func:`load_camind` reads either precision into a float32 network."""
     import io
     from pathlib import Path
 
     from rig.core.imageio import atomic_write_bytes
 
-    full = {**meta, "base": int(model.blur_net.channels[0]), "rho": model.rho, "use_k_cam": model.use_k_cam}
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    full = {**meta, "base": int(model.blur_net.channels[0]), "rho": model.rho, "use_k_cam": model.use_k_cam,
+            "levels": int(model.blur_net.levels)}
+    sd = {k: (v.detach().half() if half and torch.is_floating_point(v) else v.detach()).cpu().contiguous()
+          for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     torch.save({"arch": CAMIND_ARCH, "state_dict": sd, "meta": full}, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -409,7 +434,7 @@ def load_camind(path) -> tuple[CamIndDFD, dict]:
         raise RigError(f"{path}: not a camera-independent (camind) model file")
     meta = dict(obj.get("meta", {}))
     model = CamIndDFD(base=int(meta.get("base", 16)), rho=float(meta.get("rho", optics.PAPER1_RHO)),
-                      use_k_cam=bool(meta.get("use_k_cam", True)))
+                      use_k_cam=bool(meta.get("use_k_cam", True)), levels=int(meta.get("levels", 3)))
     try:
         model.load_state_dict({k: v.float() if torch.is_floating_point(v) else v
                                for k, v in obj["state_dict"].items()})

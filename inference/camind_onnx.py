@@ -6,7 +6,7 @@ The graph ``FILE.onnx`` (opset 17, batch/height/width symbolic) takes
 * ``k_cam_px`` (B,) float32 — the camera constant (output px at the image's width),
 * ``gamma_px`` (B,) float32 — the in-focus blur γ (px),
 
-and returns ``depth_m`` (B, 1, H, W). The reflect padding to a multiple of 4 and the crop back are
+and returns ``depth_m`` (B, 1, H, W). The reflect padding to the U-Nets' stride (4 for 3 levels) and the crop back are
 inside the graph, so one file serves every camera and image size: the caller passes the rig
 config's k_cam and γ scaled to the image width (:mod:`inference.camind_use`). A model trained
 without k_cam ignores ``k_cam_px`` (the exporter may then drop that input; the engine feeds only
@@ -30,8 +30,7 @@ from rig.core.errors import RigError
 GRAPH_KIND = "camind"
 K_CAM_INPUT = "k_cam_px"
 GAMMA_INPUT = "gamma_px"
-CAMIND_STRIDE = 4  # the U-Nets pool twice
-MIN_SIDE_PX = 8  # reflect padding by up to 3 px needs a few pixels of image
+MIN_SIDE_PX = 8  # reflect padding by up to stride − 1 px needs a few pixels of image
 
 
 def _graph_module(model: Any) -> Any:
@@ -48,7 +47,7 @@ def _graph_module(model: Any) -> Any:
 
         def forward(self, rgb: torch.Tensor, k_cam_px: torch.Tensor, gamma_px: torch.Tensor) -> torch.Tensor:
             h, w = rgb.shape[-2], rgb.shape[-1]
-            out = self.net(_pad_to_stride_dynamic(rgb, CAMIND_STRIDE), k_cam_px, gamma_px)
+            out = self.net(_pad_to_stride_dynamic(rgb, self.net.stride), k_cam_px, gamma_px)
             return out.depth_m[:, :, :h, :w]
 
     return CamindGraph(model)
@@ -110,9 +109,9 @@ def camind_parity_max_abs_m(model: Any, onnx_path: str | Path, height: int, widt
     sess = _cpu_session(Path(onnx_path))
     got = sess.run(None, camind_feed(sess, x, k_cam_px, gamma_px))[0]
     h, w = x.shape[-2:]
-    with torch.inference_mode():  # as inference.camind.predict_camind: reflect-pad to 4, crop back
-        t = torch.nn.functional.pad(torch.from_numpy(x), (0, (-w) % CAMIND_STRIDE, 0, (-h) % CAMIND_STRIDE),
-                                    mode="reflect")
+    with torch.inference_mode():  # as inference.camind.predict_camind: reflect-pad to the stride, crop back
+        st = model.stride
+        t = torch.nn.functional.pad(torch.from_numpy(x), (0, (-w) % st, 0, (-h) % st), mode="reflect")
         ref = model(t, float(k_cam_px), float(gamma_px)).depth_m[:, :, :h, :w].numpy()
     if got.shape != ref.shape:
         raise RigError(f"{onnx_path}: output shape {got.shape} differs from torch's {ref.shape}")

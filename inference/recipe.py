@@ -29,9 +29,11 @@ from rig.core.errors import RigError
 
 @dataclass(frozen=True)
 class Recipe:
-    """arch: registry name; loss: 'l1' (depth, m), 'log_laplace' (log-depth L1 + Laplace NLL of the
-    σ head) or 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL); pretrain_fraction:
-    share of the steps on synthetic renders; blur_cue: dfdnet's in-network Zhuo defocus cue."""
+    """arch: registry name, or 'camind' (:mod:`inference.camind_study`: trained on renders at other
+    f-numbers only, read with the rig's k_cam); loss: 'l1' (depth, m), 'log_laplace' (log-depth L1 +
+    Laplace NLL of the σ head), 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL) or
+    'camind' (log-depth L1 + blur L1); pretrain_fraction: share of the steps on synthetic renders;
+    blur_cue: dfdnet's in-network Zhuo defocus cue."""
 
     name: str
     arch: str
@@ -49,6 +51,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("dfd_log_pre_cue", "dfdnet", "log_laplace", 0.5, True),
     Recipe("dfd_log_cue", "dfdnet", "log_laplace", 0.0, True),
     Recipe("dfd_si_pre", "dfdnet", "si_laplace", 0.5),
+    Recipe("camind_dslr", "camind", "camind", 1.0),              # paper 2 on the real DSLR (item 5)
 )}
 
 
@@ -165,8 +168,18 @@ def synth_pool_for(train: Images, input_kind: str, budget: Budget, rig_config: s
 
 def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str, out_dir: Path,
                  log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
-    """Train (resuming from ``out_dir/last.pt``); returns (model in eval mode, meta record)."""
+    """Train (resuming from ``out_dir/last.pt``); returns (model in eval mode, meta record). A
+    camind recipe returns a :class:`inference.camind_study.CamindOnRig` (bound to the rig's k_cam)."""
     import torch
+
+    if recipe.arch == "camind":
+        from inference.camind_study import CamindOnRig, train_camind_recipe
+
+        if input_kind != "N2_8":
+            raise RigError("the camind recipe reads defocus: --input must be N2_8")
+        net, meta = train_camind_recipe(budget, train, out_dir, log)
+        meta["recipe"] = asdict(recipe)
+        return CamindOnRig(net, meta["eval_k_cam_px"], meta["eval_gamma_px"], meta["eval_ref_width_px"]), meta
 
     from inference.losses import log_l1_laplace_loss, log_si_laplace_loss, masked_l1
     from inference.model import build_model
@@ -243,8 +256,13 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
 def predict_depth_std(model: Any, rgb: np.ndarray, flip_tta: bool, mc_samples: int = 8
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(depth_m, std_m), both (H, W), of one model on one uint8 (H, W, 3) image: the aleatoric σ for
-    dfdnet (flip TTA averages both), MC-dropout with ``mc_samples`` otherwise."""
+    dfdnet (flip TTA averages both), MC-dropout with ``mc_samples`` otherwise; a camind model
+    (:class:`inference.camind_study.CamindOnRig`) has no σ: std_m is all NaN."""
     from inference.predict import predict_image
+
+    if hasattr(model, "k_cam_px") and hasattr(model, "depth_m"):
+        depth = model.depth_m(rgb, flip_tta)
+        return depth, np.full_like(depth, np.nan)
 
     if hasattr(model, "forward_dist"):
         p = predict_image(model, rgb, flip_tta=flip_tta)
@@ -284,13 +302,18 @@ def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int 
         e = np.abs(depth[m] - d[m])
         errs.append(e)
         sigs.append(std[m])
-        rhos.append(spearman(std[m], e))
-        ratios.append(ause(e, std[m])["ause_ratio"])
+        has_sigma = bool(np.isfinite(std[m]).all())
+        rhos.append(spearman(std[m], e) if has_sigma else float("nan"))
+        ratios.append(ause(e, std[m])["ause_ratio"] if has_sigma else float("nan"))
     mm = mean_metrics(per)
-    return {**{k: float(x) for k, x in mm.items()}, "ause_ratio": float(np.nanmean(ratios)),
-            "ause_ratio_pooled": ause(np.concatenate(errs), np.concatenate(sigs))["ause_ratio"],
-            "spearman": float(np.nanmean(rhos)), "per_image_rel": [float(p["rel"]) for p in per],
-            "ids": list(images.ids)}
+    e_all, s_all = np.concatenate(errs), np.concatenate(sigs)
+    nan = float("nan")
+    with np.errstate(all="ignore"):  # a model without σ gets NaN figures, not warnings
+        pooled = ause(e_all, s_all)["ause_ratio"] if np.isfinite(s_all).all() else nan
+        ause_mean = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else nan
+        rho_mean = float(np.nanmean(rhos)) if np.isfinite(rhos).any() else nan
+    return {**{k: float(x) for k, x in mm.items()}, "ause_ratio": ause_mean, "ause_ratio_pooled": pooled,
+            "spearman": rho_mean, "per_image_rel": [float(p["rel"]) for p in per], "ids": list(images.ids)}
 
 
 def ensemble_fold(root: Path, member_dirs: Sequence[Path], out_dir: Path) -> dict[str, Any]:
@@ -356,8 +379,14 @@ def run_fold(root: Path, recipe: Recipe, budget: Budget, fold: int | None, k: in
     if held:
         hi = load_images(root, "train", held, input_kind)
         result["eval"] = {"plain": evaluate_images(model, hi, False), "flip": evaluate_images(model, hi, True)}
-    with torch.no_grad():
-        _atomic_torch_save({"arch": recipe.arch, "state_dict": model.state_dict(), "meta": meta}, out_dir / "model.pt")
+    if recipe.arch == "camind":  # a camind file: `rig predict --model` reads k_cam from the rig config
+        from inference.camind import save_camind
+
+        save_camind(model.model, out_dir / "model.pt", meta)
+    else:
+        with torch.no_grad():
+            _atomic_torch_save({"arch": recipe.arch, "state_dict": model.state_dict(), "meta": meta},
+                               out_dir / "model.pt")
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 

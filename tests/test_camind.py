@@ -137,3 +137,22 @@ def test_gamma_is_subtracted_exactly_once():
     old = CamIndOutput(depth, blur_target_px(depth, k, 2.0, 0.3), out.sigma_defocus_px, out.corrected)
     assert camind_loss(right, depth, k, 2.0, 0.3, gamma_px=g)[1]["blur"] < 1e-6
     assert camind_loss(old, depth, k, 2.0, 0.3, gamma_px=g)[1]["blur"] > 0.05
+
+
+def test_deeper_unets_keep_shapes_pad_any_size_and_round_trip(tmp_path):
+    from inference.camind import load_camind, predict_camind, save_camind
+
+    shallow = CamIndDFD(base=4)
+    assert shallow.stride == 4 and {k.split(".")[1] for k in shallow.state_dict() if k.startswith("blur_net")} == {
+        "e1", "e2", "e3", "u2", "u1", "head"}  # the 3-level names files were saved with
+    deep = CamIndDFD(base=4, levels=5, depth_scale_m=2.0).eval()
+    assert deep.stride == 16 and deep.blur_net.channels == (4, 8, 16, 32, 64)
+    rgb = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)  # not multiples of 16
+    d = predict_camind(deep, rgb, 3.0)
+    assert d.shape == (37, 53) and np.isfinite(d).all()
+    path = save_camind(deep, tmp_path / "deep.pt", {"focus_m": 1.0})
+    again, meta = load_camind(path)
+    assert meta["levels"] == 5 and again.stride == 16
+    np.testing.assert_array_equal(predict_camind(again, rgb, 3.0), d)
+    with pytest.raises(ValueError):
+        CamIndDFD(base=4, levels=1)

@@ -112,3 +112,11 @@ def test_live_backend_onnx_runs_onnxruntime_for_camind(tmp_path: Path, monkeypat
     got, std = onnx_be.infer(img)
     assert calls and std is None
     np.testing.assert_allclose(got, torch_be.infer(img)[0], atol=TOL_M)
+
+
+def test_deeper_network_exports_with_its_own_stride(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = CamIndDFD(base=4, depth_scale_m=2.0, levels=5).eval()  # stride 16: 30x45 pads to 32x48
+    report = export_camind(model, tmp_path / "deep.onnx", height=H, width=W, model_meta={"train_k_cam_px": [2.0, 4.0]})
+    assert all(v < TOL_M for v in report.parity.values())
+    assert camind_parity_max_abs_m(model, tmp_path / "deep.onnx", 37, 70, 3.0, 0.2) < TOL_M

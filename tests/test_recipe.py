@@ -200,3 +200,67 @@ def test_ensemble_of_two_seeds_scores_each_fold_and_tabulates(tmp_path, capsys):
     assert main(["depth-study", "ensemble", str(study / "s0"), str(study / "other"), "--data", str(root),
                  "--out", str(study / "bad")]) == 2
     assert "same fold" in capsys.readouterr().err
+
+
+def test_camind_cameras_are_the_rig_lens_at_other_apertures(tmp_path):
+    from inference.camind_study import TRAIN_F_NUMBERS, camera_sets_for, rig_constants
+
+    root = write_synthetic_dataset(tmp_path / "ds", n=2, size_hw=(32, 48))
+    from rig.core import dataset as rds
+
+    imgs = load_images(root, "train", rds.list_samples(root, "train"), "N2_8")
+    sets = camera_sets_for(imgs, Budget(steps=1, synth_per_image=8, procedural=4))
+    assert [s.name for s in sets] == [f"f/{n:g}" for n in TRAIN_F_NUMBERS]
+    k_rig, gamma, focus_m, rho, width = rig_constants()
+    assert (k_rig, gamma, focus_m, width) == (pytest.approx(7.23, abs=0.01), 0.0, 1.687, 645)
+    # k_cam ∝ 1/N: the real f/2.8 camera lies between the training cameras and is not one of them
+    assert [s.k_cam_px * n for s, n in zip(sets, TRAIN_F_NUMBERS)] == pytest.approx([k_rig * 2.8] * 4)
+    assert min(s.k_cam_px for s in sets) < k_rig < max(s.k_cam_px for s in sets) and 2.8 not in TRAIN_F_NUMBERS
+    for s in sets:  # 2 renders per image and camera + 1 procedural scene, RGB in [0, 1]
+        assert s.rgb.shape == (5, 32, 48, 3) and s.depth_m.shape == (5, 32, 48)
+        assert 0.0 <= s.rgb.min() and s.rgb.max() <= 1.0 and (s.depth_m > 0).all()
+
+
+@pytest.mark.slow
+def test_camind_recipe_end_to_end_writes_a_camind_file_rig_predict_reads(tmp_path, capsys):
+    from inference.camind import load_camind, predict_camind
+
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    budget = Budget(steps=2, batch=2, crop_px=32, synth_per_image=4, procedural=4, ckpt_every=2)
+    out = tmp_path / "study" / "camind_dslr" / "f0"
+    res = run_fold(root, RECIPES["camind_dslr"], budget, 0, 3, "N2_8", out)
+    meta = res["meta"]
+    assert meta["train_f_numbers"] == [1.4, 2.0, 4.0, 5.6] and meta["focus_m"] == 1.687
+    assert not set(meta["train_ids"]) & set(meta["val_ids"])
+    for tta in ("plain", "flip"):  # depth is scored; a camind model has no σ, so NaN (not a crash)
+        ev = res["eval"][tta]
+        assert np.isfinite(ev["rel"]) and np.isnan(ev["ause_ratio"]) and np.isnan(ev["spearman"])
+    model, m2 = load_camind(out / "model.pt")
+    assert model.blur_net.levels == 6 and m2["eval_k_cam_px"] == pytest.approx(7.23, abs=0.01)
+    # the score used the rig's k_cam scaled to the 64 px wide images: the same depth as predict_camind
+    imgs = load_images(root, "train", meta["val_ids"][:1], "N2_8")
+    k = m2["eval_k_cam_px"] * 64 / 645
+    d = predict_camind(model, imgs.rgb[0], k, 0.0)
+    from inference.metrics import depth_metrics
+
+    assert depth_metrics(d, imgs.depth_m[0], imgs.valid[0])["rel"] == pytest.approx(
+        res["eval"]["plain"]["per_image_rel"][0], rel=1e-5)
+    rows = ablation_rows(tmp_path / "study")
+    assert rows[0]["recipe"] == "camind_dslr" and np.isnan(rows[0]["ause_ratio"][0])
+    assert main(["depth-study", "table", str(tmp_path / "study")]) == 0
+    # the run folder's model.pt is what `rig predict` takes, with k_cam from the rig config
+    pred = tmp_path / "pred"
+    sample = sorted((root / "train" / "N2_8").glob("*.png"))[0]
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out / "model.pt"), "--config", "nikon_d200_xtion",
+                 "--input", str(sample), "--out", str(pred)]) == 0
+    assert "k_cam 7.23" in capsys.readouterr().out
+    # `depth-study ship` keeps it a camind file (fp16 weights), read back with the same depth
+    assert main(["depth-study", "ship", str(out / "model.pt"), "--out", str(tmp_path / "c.pt")]) == 0
+    shipped, _ = load_camind(tmp_path / "c.pt")
+    np.testing.assert_allclose(predict_camind(shipped, imgs.rgb[0], k, 0.0), d, rtol=0.05)
+    assert main(["depth-study", "ship", str(out / "model.pt"), "--out", str(tmp_path / "c2.pt"), "--flip-tta"]) == 2
+    # the camind recipe reads defocus: an f/8 input is refused in one line
+    assert main(["depth-study", "run", "--data", str(root), "--recipe", "camind_dslr", "--fold", "0",
+                 "--input", "N8", "--steps", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--input must be N2_8" in capsys.readouterr().err

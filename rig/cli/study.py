@@ -106,8 +106,17 @@ def cmd_study_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_study_ship(args: argparse.Namespace) -> int:
+    from inference.camind import is_camind_file, load_camind, save_camind
     from inference.model import export_fp16, load_model
 
+    if Path(args.run).is_file() and is_camind_file(args.run):  # a camind_dslr run: stays a camind file
+        if args.flip_tta:
+            raise RigError("--flip-tta: camind models run one pass in rig predict/live; ship without it")
+        model, cmeta = load_camind(args.run)
+        out = save_camind(model, Path(args.out), {**cmeta, "shipped_from": str(args.run)}, half=True)
+        print(f"wrote {out} (camind, {cmeta.get('levels', 3)}-level U-Nets, trained focused at "
+              f"{cmeta.get('focus_m')} m; k_cam comes from the rig config at use)")
+        return 0
     loaded = load_model(args.run)
     meta = {**loaded.meta, "shipped_from": str(args.run)}
     if args.flip_tta:
@@ -139,7 +148,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (e.g. from `rig import-dfd`)")
     p.add_argument("--recipe", required=True,
-                   help="lite_l1, dfd_log, dfd_log_pre, dfd_log_pre_cue, dfd_log_cue or dfd_si_pre")
+                   help="lite_l1, dfd_log, dfd_log_pre, dfd_log_pre_cue, dfd_log_cue, dfd_si_pre or camind_dslr "
+                   "(the camera-independent network, trained on renders at other f-numbers only)")
     p.add_argument("--fold", required=True, help="fold number (0..k-1) or 'all'")
     p.add_argument("--k", type=int, default=3, help="number of time folds")
     p.add_argument("--input", default="N2_8", choices=("N2_8", "N8"), help="network input")

@@ -1,0 +1,132 @@
+"""The camera-independent network (paper 2) at full size on the real DSLR, as a ``rig depth-study`` recipe.
+
+Training sees **no real defocused image and not the real aperture**: the training captures' f/8
+images and depth (scaled-depth renders, :func:`inference.pretrain.scaled_depth_renders`) and
+procedural scenes are rendered through the real rig's lens (the ``nikon_d200_xtion`` preset: 35 mm,
+focus 1.687 m, ρ 0.264, 645x432) at other f-numbers, :data:`TRAIN_F_NUMBERS` (k_cam 14.5, 10.1,
+5.1 and 3.6 px). The held-out real f/2.8 images (k_cam 7.23 px, between the training cameras) are
+then read with only that camera's thin-lens k_cam and γ = 0, the constants ``rig predict`` takes
+from the rig config: the cross-camera test of paper 2 on a real camera.
+
+Network: :class:`inference.camind.CamIndDFD` with :data:`LEVELS`-level U-Nets of base width
+:data:`BASE` (receptive field for 645x432 images), trained on ``budget.crop_px``² crops (the study
+used 128: 0.9 s per batch-8 step on one AVX2 core, as a dfdnet step on 192² crops). Focus and ρ
+are not jittered (the blur target must match the render), only the depth scale is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from inference.camind import CameraSet, CamIndDFD
+    from inference.recipe import Budget, Images
+
+TRAIN_F_NUMBERS = (1.4, 2.0, 4.0, 5.6)
+LEVELS, BASE = 6, 8
+RIG_CONFIG = "nikon_d200_xtion"
+
+
+def camera_lens(f_number: float, rig_config: str = RIG_CONFIG):
+    """The rig's defocused lens (:class:`rig.core.optics.Lens`) at another f-number."""
+    from rig.core.config import load_rig_config
+
+    return dataclasses.replace(load_rig_config(rig_config).lens("defocused"), f_number=float(f_number))
+
+
+def rig_constants(rig_config: str = RIG_CONFIG) -> tuple[float, float, float, float, int]:
+    """(k_cam_px, gamma_px, focus_m, rho, output width px) of the rig's defocused camera at its
+    output size, as ``rig predict`` takes them (:func:`inference.camind_use.camera_constants`)."""
+    from inference.camind_use import camera_constants
+    from rig.core.config import load_rig_config
+
+    cfg = load_rig_config(rig_config)
+    k, g, _ = camera_constants(cfg, cfg.output.size_px[0])
+    return k, g, float(cfg.dslr.focus_m), float(cfg.blur.rho), int(cfg.output.size_px[0])
+
+
+def camera_sets_for(train: "Images", budget: "Budget", f_numbers: tuple[float, ...] = TRAIN_F_NUMBERS,
+                    rig_config: str = RIG_CONFIG) -> list["CameraSet"]:
+    """One :class:`inference.camind.CameraSet` per training f-number: ``budget.synth_per_image``
+    scaled-depth renders of every training f/8 image + ``budget.procedural`` procedural scenes,
+    split evenly over the cameras (at least one render per image and camera)."""
+    from inference.camind import CameraSet
+    from inference.pretrain import RenderJitter, procedural_renders, scaled_depth_renders
+    from rig.core import optics
+    from rig.core.config import load_rig_config
+
+    cfg = load_rig_config(rig_config)
+    exact = RenderJitter(focus_log_jitter=0.0, rho_log_jitter=0.0)
+    kw = dict(psf=cfg.blur.psf, rho=cfg.blur.rho, max_step_px=cfg.blur.max_layer_step_px, jitter=exact)
+    per_image = max(1, budget.synth_per_image // len(f_numbers))
+    n_proc = max(1, budget.procedural // len(f_numbers))
+    h, w = train.depth_m[0].shape
+    sets = []
+    for i, n in enumerate(f_numbers):
+        lens = camera_lens(n, rig_config)
+        a = scaled_depth_renders(train.aif, train.depth_m, lens, per_image=per_image, seed=budget.seed * 10 + i, **kw)
+        b = procedural_renders(n_proc, (w, h), lens, seed=budget.seed * 10 + i, **kw)
+        rgb = np.stack(a.rgb + b.rgb).astype(np.float32) / 255.0
+        sets.append(CameraSet(f"f/{n:g}", rgb, np.stack(a.depth_m + b.depth_m).astype(np.float32),
+                              optics.k_cam_px(lens)))
+    return sets
+
+
+def train_camind_recipe(budget: "Budget", train: "Images", out_dir: Path,
+                        log: Callable[[str], None] = lambda s: None) -> tuple["CamIndDFD", dict[str, Any]]:
+    """Train the camind network on the training captures' renders (resuming from
+    ``out_dir/last.pt``); returns (model in eval mode, meta record for :func:`save_camind`)."""
+    import torch
+
+    from inference.camind import CamIndDFD, train_camind
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k_cam, gamma, focus_m, rho, ref_w = rig_constants()
+    t0 = time.perf_counter()
+    sets = camera_sets_for(train, budget)
+    log(f"camind pool: {sum(len(s.rgb) for s in sets)} renders at {', '.join(s.name for s in sets)} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    depth_scale = float(np.exp(np.mean(np.log(np.concatenate([s.depth_m.ravel() for s in sets])))))
+    torch.manual_seed(budget.seed)
+    model = CamIndDFD(base=BASE, rho=rho, use_k_cam=True, depth_scale_m=depth_scale, levels=LEVELS)
+    t1 = time.perf_counter()
+    losses = train_camind(model, sets, focus_m, budget.steps, (budget.crop_px, budget.crop_px), batch=budget.batch,
+                          lr=budget.lr, seed=budget.seed, log=log, checkpoint=str(out_dir / "last.pt"),
+                          checkpoint_every=budget.ckpt_every)
+    h, w = train.depth_m[0].shape
+    meta = {"arch": "camind", "recipe": {"name": "camind_dslr"}, "budget": dataclasses.asdict(budget),
+            "input": "N2_8", "focus_m": focus_m, "train_k_cam_px": [float(s.k_cam_px) for s in sets],
+            "train_f_numbers": [float(n) for n in TRAIN_F_NUMBERS], "image_size_px": [int(w), int(h)],
+            "train_ids": list(train.ids), "train_seconds": time.perf_counter() - t1,
+            "depth_scale_m": depth_scale, "eval_k_cam_px": k_cam, "eval_gamma_px": gamma,
+            "eval_ref_width_px": ref_w,
+            "final_train_loss": float(np.mean(losses[-200:])) if losses else None}
+    return model.eval(), meta
+
+
+@dataclasses.dataclass
+class CamindOnRig:
+    """A camind network bound to one camera's constants: k_cam and γ in px at ``ref_width_px``
+    (scaled to each image's width, as ``rig predict`` does)."""
+
+    model: "CamIndDFD"
+    k_cam_px: float
+    gamma_px: float = 0.0
+    ref_width_px: int = 645
+
+    def depth_m(self, rgb: np.ndarray, flip_tta: bool) -> np.ndarray:
+        """Depth (H, W) m of one uint8 (H, W, 3) image; flip TTA = geometric mean with the mirror's."""
+        from inference.camind import predict_camind
+
+        s = rgb.shape[1] / float(self.ref_width_px)
+        k, g = self.k_cam_px * s, self.gamma_px * s
+        d = predict_camind(self.model, rgb, k, g)
+        if flip_tta:
+            f = predict_camind(self.model, np.ascontiguousarray(rgb[:, ::-1]), k, g)[:, ::-1]
+            d = np.exp(0.5 * (np.log(d) + np.log(f))).astype(np.float32)
+        return d
