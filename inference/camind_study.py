@@ -78,9 +78,11 @@ def camera_sets_for(train: "Images", budget: "Budget", f_numbers: tuple[float, .
 
 
 def train_camind_recipe(budget: "Budget", train: "Images", out_dir: Path,
-                        log: Callable[[str], None] = lambda s: None) -> tuple["CamIndDFD", dict[str, Any]]:
+                        log: Callable[[str], None] = lambda s: None, use_k_cam: bool = True
+                        ) -> tuple["CamIndDFD", dict[str, Any]]:
     """Train the camind network on the training captures' renders (resuming from
-    ``out_dir/last.pt``); returns (model in eval mode, meta record for :func:`save_camind`)."""
+    ``out_dir/last.pt``); returns (model in eval mode, meta record for :func:`save_camind`).
+    ``use_k_cam`` False: paper 2's "no k_cam" baseline, the same network and batches."""
     import torch
 
     from inference.camind import CamIndDFD, train_camind
@@ -93,7 +95,7 @@ def train_camind_recipe(budget: "Budget", train: "Images", out_dir: Path,
         f"({time.perf_counter() - t0:.0f} s)")
     depth_scale = float(np.exp(np.mean(np.log(np.concatenate([s.depth_m.ravel() for s in sets])))))
     torch.manual_seed(budget.seed)
-    model = CamIndDFD(base=BASE, rho=rho, use_k_cam=True, depth_scale_m=depth_scale, levels=LEVELS)
+    model = CamIndDFD(base=BASE, rho=rho, use_k_cam=use_k_cam, depth_scale_m=depth_scale, levels=LEVELS)
     t1 = time.perf_counter()
     losses = train_camind(model, sets, focus_m, budget.steps, (budget.crop_px, budget.crop_px), batch=budget.batch,
                           lr=budget.lr, seed=budget.seed, log=log, checkpoint=str(out_dir / "last.pt"),

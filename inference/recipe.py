@@ -33,13 +33,15 @@ class Recipe:
     f-numbers only, read with the rig's k_cam); loss: 'l1' (depth, m), 'log_laplace' (log-depth L1 +
     Laplace NLL of the σ head), 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL) or
     'camind' (log-depth L1 + blur L1); pretrain_fraction: share of the steps on synthetic renders;
-    blur_cue: dfdnet's in-network Zhuo defocus cue."""
+    blur_cue: dfdnet's in-network Zhuo defocus cue; use_k_cam: camind only, False = paper 2's
+    "no k_cam" baseline (the blur reaches the depth network uncorrected)."""
 
     name: str
     arch: str
     loss: str
     pretrain_fraction: float = 0.0
     blur_cue: bool = False
+    use_k_cam: bool = True
 
 
 DIST_LOSSES = ("log_laplace", "si_laplace")  # losses of a (log-depth μ, log b) head: dfdnet only
@@ -52,6 +54,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("dfd_log_cue", "dfdnet", "log_laplace", 0.0, True),
     Recipe("dfd_si_pre", "dfdnet", "si_laplace", 0.5),
     Recipe("camind_dslr", "camind", "camind", 1.0),              # paper 2 on the real DSLR (item 5)
+    Recipe("camind_dslr_nok", "camind", "camind", 1.0, use_k_cam=False),  # the same without k_cam
 )}
 
 
@@ -177,7 +180,7 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
 
         if input_kind != "N2_8":
             raise RigError("the camind recipe reads defocus: --input must be N2_8")
-        net, meta = train_camind_recipe(budget, train, out_dir, log)
+        net, meta = train_camind_recipe(budget, train, out_dir, log, use_k_cam=recipe.use_k_cam)
         meta["recipe"] = asdict(recipe)
         return CamindOnRig(net, meta["eval_k_cam_px"], meta["eval_gamma_px"], meta["eval_ref_width_px"]), meta
 

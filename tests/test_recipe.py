@@ -264,3 +264,8 @@ def test_camind_recipe_end_to_end_writes_a_camind_file_rig_predict_reads(tmp_pat
     assert main(["depth-study", "run", "--data", str(root), "--recipe", "camind_dslr", "--fold", "0",
                  "--input", "N8", "--steps", "1", "--out", str(tmp_path / "bad")]) == 2
     assert "--input must be N2_8" in capsys.readouterr().err
+    # paper 2's "no k_cam" row: the same network with the blur uncorrected
+    run_fold(root, RECIPES["camind_dslr_nok"], Budget(steps=1, batch=2, crop_px=32, synth_per_image=4, procedural=4),
+             0, 3, "N2_8", tmp_path / "study" / "camind_dslr_nok" / "f0")
+    nok, _ = load_camind(tmp_path / "study" / "camind_dslr_nok" / "f0" / "model.pt")
+    assert not nok.use_k_cam and model.use_k_cam
