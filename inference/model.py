@@ -627,8 +627,15 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def shipped_models() -> list[str]:
-    return sorted(p.name[: -len(SHIPPED_SUFFIX)] for p in MODELS_DIR.glob(f"*{SHIPPED_SUFFIX}"))
+def shipped_models(include_camind: bool = True) -> list[str]:
+    """Names of the model files in ``models/`` (``--model NAME``); ``include_camind`` False leaves out
+    camera-independent (camind) files, which :func:`load_model` does not read (they need a camera's k_cam)."""
+    names = sorted(p.name[: -len(SHIPPED_SUFFIX)] for p in MODELS_DIR.glob(f"*{SHIPPED_SUFFIX}"))
+    if include_camind:
+        return names
+    from inference.camind import is_camind_file
+
+    return [n for n in names if not is_camind_file(MODELS_DIR / f"{n}{SHIPPED_SUFFIX}")]
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
@@ -698,6 +705,9 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
         state, meta, arch = obj, {}, _guess_arch(obj)
     if not isinstance(state, dict):
         raise RigError(f"{path}: not a model file (no state dict inside)")
+    if arch == "camind":
+        raise RigError(f"{path}: a camera-independent (camind) model: run it with rig predict or rig live and "
+                       "--config CAMERA (it needs that camera's k_cam)")
     model = build_model(arch, **dict(meta.get("model_kwargs", {})))
     state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
     try:

@@ -72,8 +72,21 @@ def test_model_names_resolve_in_models_dir(tmp_path: Path, lite_file: Path, monk
         M.resolve_model_path("dfd-n4")
 
 
+def test_a_shipped_camind_file_is_listed_apart_and_refused_by_load_model(
+        tmp_path: Path, lite_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference.camind import CamIndDFD, save_camind
+
+    monkeypatch.setattr(M, "MODELS_DIR", tmp_path)
+    (tmp_path / "dfd-n2.8.pt").write_bytes(lite_file.read_bytes())
+    save_camind(CamIndDFD(base=4), tmp_path / "dfd-camind.pt", {"focus_m": 1.687}, half=True)
+    assert M.shipped_models() == ["dfd-camind", "dfd-n2.8"]
+    assert M.shipped_models(include_camind=False) == ["dfd-n2.8"]
+    with pytest.raises(RigError, match=r"camera-independent \(camind\) model: run it with rig predict"):
+        M.load_model("dfd-camind")
+
+
 def test_shipped_models_load_when_present() -> None:
-    shipped = M.shipped_models()
+    shipped = M.shipped_models(include_camind=False)
     if not shipped:
         pytest.skip("no model shipped in models/")
     for name in shipped:
@@ -147,7 +160,7 @@ def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() ->
     from rig.core.imageio import read_depth_m, read_rgb
 
     src = shared_subdir("dfd_indoor/train")
-    shipped = M.shipped_models()
+    shipped = M.shipped_models(include_camind=False)
     if not shipped:
         pytest.skip("no model shipped in models/")
     depth_files = sorted((src / "depth").glob("*.png"))

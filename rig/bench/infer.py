@@ -46,7 +46,7 @@ def torch_section(args: argparse.Namespace) -> dict[str, Any]:
                            "repeats": repeats, "models": {}}
     for arch in MODELS:
         # timings do not depend on the weights; the MC agreement check is more telling with trained ones
-        shipped = [n for n in shipped_models() if load_model(n).arch == arch]
+        shipped = [n for n in shipped_models(include_camind=False) if load_model(n).arch == arch]
         model = load_model(shipped[0]).model if shipped else build_model(arch).eval()
 
         def one() -> None:
