@@ -181,3 +181,25 @@ def test_smooth_kernel_variance_equals_the_per_tap_form_on_a_constant_field() ->
     a2, b2 = _smooth_var(var, w, kw2), _spatially_correlated_var(var, w, kw2)
     assert a2.shape == b2.shape == (1, 5, 6, 8)
     assert torch.allclose(a2[..., 1:, 1:], b2[..., 1:, 1:], rtol=1e-5)
+
+
+def test_first_order_relu_hand_values_and_only_dfdnets_top_stages_use_it(monkeypatch) -> None:
+    import inference.moments as M
+
+    mean, var = M.linear_relu_moments((torch.tensor([-1.0, 2.0]), torch.tensor([0.5, 0.5])), 0.1)
+    assert torch.allclose(mean, torch.tensor([-0.1, 2.0])) and torch.allclose(var, torch.tensor([0.005, 0.5]))
+    # where σ ≪ |μ| the Gaussian form agrees with it
+    g_mean, g_var = M.leaky_relu_moments((torch.tensor([-3.0, 3.0]), torch.tensor([0.01, 0.01])), 0.1)
+    l_mean, l_var = M.linear_relu_moments((torch.tensor([-3.0, 3.0]), torch.tensor([0.01, 0.01])), 0.1)
+    assert torch.allclose(g_mean, l_mean, atol=1e-4) and torch.allclose(g_var, l_var, rtol=1e-3)
+    sizes: dict[str, list[int]] = {"linear": [], "gauss": []}
+    lin, gauss = M.linear_relu_moments, M.leaky_relu_moments
+    monkeypatch.setattr(M, "linear_relu_moments", lambda m, s=0.0: sizes["linear"].append(m[0].shape[-1]) or lin(m, s))
+    monkeypatch.setattr(M, "leaky_relu_moments", lambda m, s=0.0: sizes["gauss"].append(m[0].shape[-1]) or gauss(m, s))
+    torch.manual_seed(0)
+    moments_predict(build_model("dfdnet", **SMALL["dfdnet"]).eval(), torch.rand(1, 3, 64, 96))
+    assert sorted(set(sizes["linear"])) == [48, 96]            # dec1 (1/2) and dec0 (full resolution)
+    assert sizes["gauss"] and max(sizes["gauss"]) <= 24          # every coarser stage: the Gaussian form
+    sizes["linear"].clear()
+    moments_predict(build_model("d3net-lite", **SMALL["d3net-lite"]).eval(), torch.rand(1, 3, 64, 96))
+    assert not sizes["linear"]                                   # other decoders keep the Gaussian form
