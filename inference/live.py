@@ -14,11 +14,6 @@ Stages run in threads joined by bounded queues::
   queue never drops (it blocks the capture instead): every captured frame is saved.
 * ``drop=False`` (replay, benchmarks): every queue blocks, every frame is processed, in order.
 
-Priority: on Linux every stage but inference runs at a lower scheduling priority (``background_nice``,
-default +10, per thread: :func:`lower_thread_priority`). When inference uses every core, the
-encoding, saving and syncing fill the gaps between its operators instead of preempting it; nothing
-is dropped for it (the recorder's queue still blocks the capture when full).
-
 Stop: the source ends, ``max_frames`` frames were captured, :meth:`LiveLoop.stop` (Ctrl-C / SIGINT
 in :func:`run_live`, 'q' in the window) — the stages then drain their queues, so every captured
 frame is recorded and every inferred frame is saved before :meth:`LiveLoop.run` returns.
@@ -66,22 +61,6 @@ LIVE_META = "live.yaml"
 FRAME_NAME = "{:06d}"
 DEFAULT_DEPTH_RANGE_M = (0.5, 10.0)
 STAGES = ("capture", "resize", "infer", "render", "save", "record")
-
-
-def lower_thread_priority(nice: int) -> bool:
-    """Raise the calling thread's niceness by ``nice`` (at most 19). Linux only, where a thread id
-    names one thread (elsewhere ``setpriority`` would renice the whole process): False there, for
-    ``nice`` <= 0, or when the OS refuses."""
-    import sys
-
-    if nice <= 0 or not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
-        return False
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(nice)))
-        return True
-    except OSError:
-        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,16 +436,14 @@ class LiveLoop:
     stage with (result, composite view). recorder: saves every captured frame and every result.
     batch_sync: the recorder's fsyncs run in batches on a "sync" thread (off the inference, output
     and record threads; journal lines still follow their files to disk), else one per file inline.
-    background_nice: niceness added to every stage thread but inference (Linux; 0 = none).
     """
 
     def __init__(self, source: Iterable[Any], infer: InferFn, *, size: tuple[int, int] = (645, 432),
                  sinks: Iterable[Sink] = (), recorder: LiveRecorder | None = None, queue_size: int = 2,
                  drop: bool = True, max_frames: int | None = None,
                  depth_range_m: tuple[float, float] = DEFAULT_DEPTH_RANGE_M, std_max_m: float = 0.5,
-                 record_queue: int = 64, batch_sync: bool = True, background_nice: int = 10) -> None:
+                 record_queue: int = 64, batch_sync: bool = True) -> None:
         self.source = source
-        self.background_nice = int(background_nice)
         self.infer = infer
         self.size = (int(size[0]), int(size[1]))
         self.sinks = list(sinks)
@@ -636,14 +613,7 @@ class LiveLoop:
             if self.batch_sync:
                 self.recorder.journal.batch = True
                 targets.append(("sync", self._sync))
-        def yielding(fn: Callable[[], None]) -> Callable[[], None]:
-            def run() -> None:
-                lower_thread_priority(self.background_nice)
-                fn()
-            return run
-
-        self._threads = [threading.Thread(target=fn if name == "infer" else yielding(fn), name=f"live-{name}",
-                                          daemon=True) for name, fn in targets]
+        self._threads = [threading.Thread(target=fn, name=f"live-{name}", daemon=True) for name, fn in targets]
         self.stats = LiveStats()
         for t in self._threads:
             t.start()

@@ -115,36 +115,6 @@ def test_blocking_policy_processes_every_frame_in_order(tmp_path):
     assert d.shape == (54, 80) and np.allclose(d, 2.0)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
-def test_every_stage_but_inference_yields_the_cpu_to_it(tmp_path):
-    def nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    base, seen = nice(), {}
-
-    def infer(rgb):
-        seen["infer"] = nice()
-        return slow_infer(rgb)
-
-    def source():
-        for f in frames(4):
-            seen["capture"] = nice()
-            yield f
-
-    def sink(result, view):
-        seen["output"] = nice()
-
-    loop = LiveLoop(source(), infer, size=(80, 54), sinks=[sink], recorder=LiveRecorder(tmp_path, {"source": "t"}),
-                    drop=False)
-    s = loop.run(handle_sigint=False)
-    assert s.frames_output == 4 and len(read_jsonl(tmp_path / "live" / "results.jsonl")) == 4
-    assert seen["infer"] == base and nice() == base  # inference and the caller keep their priority
-    assert seen["capture"] == seen["output"] == min(19, base + 10)
-    seen.clear()
-    LiveLoop(source(), infer, size=(80, 54), sinks=[sink], drop=False, background_nice=0).run(handle_sigint=False)
-    assert seen["capture"] == seen["output"] == base
-
-
 def test_a_failing_source_stops_cleanly_with_what_was_captured_saved(tmp_path):
     def source():
         yield from frames(3)

@@ -190,6 +190,43 @@ def test_shipped_models_beat_constant_depth_on_their_real_validation_scenes() ->
         assert mm["rel"] < cm["rel"] and mm["rms"] < cm["rms"] and mm["delta1"] > cm["delta1"] + 0.05, name
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_shipped_camind_model_reads_the_real_d200_through_rig_predict(tmp_path: Path, capsys) -> None:
+    """dfd-camind (trained on renders at other apertures only), run as a user would with the D200's
+    config (k_cam from the thin-lens model), beats a constant on a spread of the real f/2.8 captures."""
+    from conftest import shared_subdir
+
+    from inference.data import capture_time
+    from inference.metrics import depth_metrics, mean_metrics
+    from rig.cli import main
+    from rig.core.imageio import read_depth_m
+
+    if "dfd-camind" not in M.shipped_models():
+        pytest.skip("dfd-camind not shipped")
+    src = shared_subdir("dfd_indoor/train")
+    shots = sorted((src / "N2_8").glob("*.JPG"))[::16]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for f in shots:
+        (inp / f.name).write_bytes(f.read_bytes())
+    capsys.readouterr()
+    assert main(["predict", "--model", "dfd-camind", "--config", "nikon_d200_xtion", "--input", str(inp),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "k_cam 7.23" in capsys.readouterr().out
+    depth_files = sorted((src / "depth").glob("*.png"))
+    depth_times = [capture_time(p.stem) for p in depth_files]
+    model_m, const_m = [], []
+    for f in shots:
+        j = int(np.argmin([abs((capture_time(f.stem) - t).total_seconds()) for t in depth_times]))
+        gt = read_depth_m(depth_files[j])
+        pred = read_depth_m(tmp_path / "out" / f"{f.stem}.png")
+        model_m.append(depth_metrics(pred, gt))
+        const_m.append(depth_metrics(np.full_like(gt, 2.6), gt))
+    mm, cm = mean_metrics(model_m), mean_metrics(const_m)
+    assert mm["rel"] < cm["rel"] and mm["delta1"] > cm["delta1"]
+
+
 def test_flip_tta_follows_the_model_file_and_can_be_switched_off(tmp_path: Path) -> None:
     """A model file with meta flip_tta averages the log-depth of the image and its mirror image in
     predict_image (and so in `rig predict` / `rig eval`); flip_tta=False (`--no-flip-tta`, and `rig
