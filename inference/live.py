@@ -31,8 +31,7 @@ an empty captures.jsonl, raw/) with a ``live/`` sub-layout (:class:`LiveRecorder
     live/depth/camera_intrinsic.json  the DSLR at the output size, Open3D's format (with intrinsics)
     live/ply/000000.ply     coloured point cloud in metres (with ``ply``)
     live/std/000000.png     MC-dropout standard deviation, 16-bit mm (with MC-dropout only)
-    live/view/000000.jpg    the composite shown (input | depth | uncertainty), at half size: a preview
-                            (input and depth are the lossless record), 4x cheaper to encode
+    live/view/000000.jpg    the composite shown (input | depth | uncertainty)
 
 ``rig replay`` and ``rig live --source replay:SESSION`` read it back with :func:`read_live_frames`.
 """
@@ -295,14 +294,12 @@ class LiveRecorder:
     :class:`inference.live_sync.DurableJournal`): one fsync per file and line by default, in
     batches from a background thread while a :class:`LiveLoop` runs (``batch_sync``).
     stored_depth_png: depth / σ PNGs without compression (lossless; CPU left to inference).
-    view_scale: size of the saved view JPEG relative to the composite shown (a preview; 1 = full).
     ``intrinsics`` (rig.core.records.Intrinsics at the output size): written as
     depth/camera_intrinsic.json, and with ``ply`` used for a point cloud per frame.
     """
 
     def __init__(self, session_dir: Path, run_info: dict[str, Any], batch_sync: bool = False,
-                 stored_depth_png: bool = True, intrinsics: Any = None, ply: bool = False,
-                 view_scale: float = 0.5) -> None:
+                 stored_depth_png: bool = True, intrinsics: Any = None, ply: bool = False) -> None:
         import yaml
 
         from inference.live_sync import DurableJournal
@@ -310,9 +307,6 @@ class LiveRecorder:
 
         self.journal = DurableJournal(batch=batch_sync)
         self.stored_depth_png = stored_depth_png
-        if not 0.0 < view_scale <= 1.0:
-            raise RigError(f"view_scale must be in (0, 1], got {view_scale}")
-        self.view_scale = float(view_scale)
 
         self.root = Path(session_dir) / LIVE_DIR
         for sub in ("input", "depth", "view"):
@@ -369,7 +363,7 @@ class LiveRecorder:
             files.append(self.root / entry["std"])
             self.journal.write_file(files[-1], encode_png(depth_mm_u16(result.std_m), stored=self.stored_depth_png))
         files.append(self.root / entry["view"])
-        self.journal.write_file(files[-1], encode_jpeg(self._preview(view), 90))
+        self.journal.write_file(files[-1], encode_jpeg(view, 90))
         if self.ply:
             from rig.core.pointcloud import point_cloud_bytes
 
@@ -377,16 +371,6 @@ class LiveRecorder:
             files.append(self.root / entry["ply"])
             self.journal.write_file(files[-1], point_cloud_bytes(result.depth_m, result.frame.rgb, self.intrinsics))
         self.journal.commit(self.root / RESULTS_JOURNAL, entry, files)
-
-    def _preview(self, view: np.ndarray) -> np.ndarray:
-        """The view at ``view_scale`` (area-averaged), at least 1 px a side."""
-        if self.view_scale >= 1.0:
-            return view
-        import cv2
-
-        h, w = view.shape[:2]
-        size = (max(1, round(w * self.view_scale)), max(1, round(h * self.view_scale)))
-        return cv2.resize(view, size, interpolation=cv2.INTER_AREA)
 
     def finish(self, summary: LiveSummary) -> None:
         import yaml

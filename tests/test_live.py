@@ -113,11 +113,6 @@ def test_blocking_policy_processes_every_frame_in_order(tmp_path):
     assert [r["index"] for r in results] == list(range(10))
     d = read_depth_m(tmp_path / "live" / results[3]["depth"])
     assert d.shape == (54, 80) and np.allclose(d, 2.0)
-    # the saved view is a half-size preview of the composite shown (input | depth): 160x54 -> 80x27
-    assert read_rgb(tmp_path / "live" / results[3]["view"]).shape == (27, 80, 3)
-    assert loop.latest_view is not None and loop.latest_view[1].shape == (54, 160, 3)
-    with pytest.raises(RigError, match="view_scale"):
-        LiveRecorder(tmp_path / "other", {"source": "test"}, view_scale=0.0)
 
 
 def test_a_failing_source_stops_cleanly_with_what_was_captured_saved(tmp_path):
