@@ -32,13 +32,6 @@ LEVELS, BASE = 6, 8
 RIG_CONFIG = "nikon_d200_xtion"
 
 
-def camera_lens(f_number: float, rig_config: str = RIG_CONFIG):
-    """The rig's defocused lens (:class:`rig.core.optics.Lens`) at another f-number."""
-    from rig.core.config import load_rig_config
-
-    return dataclasses.replace(load_rig_config(rig_config).lens("defocused"), f_number=float(f_number))
-
-
 def rig_constants(rig_config: str = RIG_CONFIG) -> tuple[float, float, float, float, int]:
     """(k_cam_px, gamma_px, focus_m, rho, output width px) of the rig's defocused camera at its
     output size, as ``rig predict`` takes them (:func:`inference.camind_use.camera_constants`)."""
@@ -68,7 +61,7 @@ def camera_sets_for(train: "Images", budget: "Budget", f_numbers: tuple[float, .
     h, w = train.depth_m[0].shape
     sets = []
     for i, n in enumerate(f_numbers):
-        lens = camera_lens(n, rig_config)
+        lens = dataclasses.replace(cfg.lens("defocused"), f_number=float(n))  # the rig's lens at f/n
         a = scaled_depth_renders(train.aif, train.depth_m, lens, per_image=per_image, seed=budget.seed * 10 + i, **kw)
         b = procedural_renders(n_proc, (w, h), lens, seed=budget.seed * 10 + i, **kw)
         rgb = np.stack(a.rgb + b.rgb).astype(np.float32) / 255.0
@@ -101,7 +94,7 @@ def train_camind_recipe(budget: "Budget", train: "Images", out_dir: Path,
                           lr=budget.lr, seed=budget.seed, log=log, checkpoint=str(out_dir / "last.pt"),
                           checkpoint_every=budget.ckpt_every)
     h, w = train.depth_m[0].shape
-    meta = {"arch": "camind", "recipe": {"name": "camind_dslr"}, "budget": dataclasses.asdict(budget),
+    meta = {"arch": "camind", "budget": dataclasses.asdict(budget),
             "input": "N2_8", "focus_m": focus_m, "train_k_cam_px": [float(s.k_cam_px) for s in sets],
             "train_f_numbers": [float(n) for n in TRAIN_F_NUMBERS], "image_size_px": [int(w), int(h)],
             "train_ids": list(train.ids), "train_seconds": time.perf_counter() - t1,
@@ -121,14 +114,9 @@ class CamindOnRig:
     gamma_px: float = 0.0
     ref_width_px: int = 645
 
-    def depth_m(self, rgb: np.ndarray, flip_tta: bool) -> np.ndarray:
-        """Depth (H, W) m of one uint8 (H, W, 3) image; flip TTA = geometric mean with the mirror's."""
+    def depth_m(self, rgb: np.ndarray) -> np.ndarray:
+        """Depth (H, W) m of one uint8 (H, W, 3) image, the constants scaled to its width."""
         from inference.camind import predict_camind
 
         s = rgb.shape[1] / float(self.ref_width_px)
-        k, g = self.k_cam_px * s, self.gamma_px * s
-        d = predict_camind(self.model, rgb, k, g)
-        if flip_tta:
-            f = predict_camind(self.model, np.ascontiguousarray(rgb[:, ::-1]), k, g)[:, ::-1]
-            d = np.exp(0.5 * (np.log(d) + np.log(f))).astype(np.float32)
-        return d
+        return predict_camind(self.model, rgb, self.k_cam_px * s, self.gamma_px * s)

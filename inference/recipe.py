@@ -256,24 +256,30 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
     return model, meta
 
 
+def _flip_mean_depth(depth_of: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray, flip_tta: bool) -> np.ndarray:
+    """``depth_of(rgb)``, or with flip TTA the geometric mean of it and the mirror image's depth."""
+    depth = depth_of(rgb)
+    if flip_tta:
+        depth_f = depth_of(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1]
+        depth = np.exp(0.5 * (np.log(depth) + np.log(depth_f)))
+    return depth
+
+
 def predict_depth_std(model: Any, rgb: np.ndarray, flip_tta: bool, mc_samples: int = 8
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(depth_m, std_m), both (H, W), of one model on one uint8 (H, W, 3) image: the aleatoric σ for
     dfdnet (flip TTA averages both), MC-dropout with ``mc_samples`` otherwise; a camind model
     (:class:`inference.camind_study.CamindOnRig`) has no σ: std_m is all NaN."""
+    from inference.camind_study import CamindOnRig
     from inference.predict import predict_image
 
-    if hasattr(model, "k_cam_px") and hasattr(model, "depth_m"):
-        depth = model.depth_m(rgb, flip_tta)
+    if isinstance(model, CamindOnRig):
+        depth = _flip_mean_depth(model.depth_m, rgb, flip_tta)
         return depth, np.full_like(depth, np.nan)
-
     if hasattr(model, "forward_dist"):
         p = predict_image(model, rgb, flip_tta=flip_tta)
         return p.depth_m, p.std_m
-    depth = predict_image(model, rgb).depth_m
-    if flip_tta:
-        depth_f = predict_image(model, np.ascontiguousarray(rgb[:, ::-1])).depth_m[:, ::-1]
-        depth = np.exp(0.5 * (np.log(depth) + np.log(depth_f)))
+    depth = _flip_mean_depth(lambda x: predict_image(model, x).depth_m, rgb, flip_tta)
     return depth, predict_image(model, rgb, mc_samples=mc_samples).std_m
 
 

@@ -30,8 +30,8 @@ for k in range(3):
         depth, std = predict_depth_std(lm.model, rgb, True)
         g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
         gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)
-        tex = cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), 4)
-        tex_wide = cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), 16)
+        grad = np.sqrt(gx * gx + gy * gy)
+        tex, tex_wide = cv2.GaussianBlur(grad, (0, 0), 4), cv2.GaussianBlur(grad, (0, 0), 16)
         m = v & (d > 0)
         e = np.abs(depth - d)[m]
         f = np.stack([np.log(std[m]), np.log(depth[m]), np.log(tex[m] + 1e-3), np.log(tex_wide[m] + 1e-3)], 1)
