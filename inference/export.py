@@ -200,7 +200,7 @@ def random_dropout(net: Any) -> Iterator[int]:
     ``rand_like`` (exported as ONNX ``RandomUniformLike``): x * (u < keep) / keep. Yields the count."""
     import torch
 
-    from inference.model import McDropout
+    from inference.dropout import McDropout
 
     layers = [m for m in net.modules() if isinstance(m, McDropout) and m.p > 0]
 
@@ -219,12 +219,13 @@ def random_dropout(net: Any) -> Iterator[int]:
 
 
 def _broadcastable(net: Any, names: list[str], tensors: list[Any]) -> tuple[str, ...]:
-    """Trunk tensors that must be expanded to K samples (the rest broadcast): 'pre' always; all of
+    """Trunk tensors that must be expanded to K samples (the rest broadcast): 'pre' (an ensemble's
+    'm<i>_pre') always; all of
     them when the decoder concatenates skips (D3-Net) rather than adding them (d3net-lite)."""
     import torch
 
     DecoderGraph = _graph_modules()[2]
-    for expand in (tuple(n for n in names if n == "pre"), tuple(names)):
+    for expand in (tuple(n for n in names if n == "pre" or n.endswith("_pre")), tuple(names)):
         try:
             with torch.inference_mode(), random_dropout(net):
                 DecoderGraph(net, names, expand)(*tensors, torch.zeros(2))

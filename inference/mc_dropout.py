@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from inference.model import DepthNet, mc_dropout_masks
+from inference.dropout import mc_dropout_masks
+from inference.model import DepthNet
 
 DEFAULT_SAMPLES = 50
 _CHUNK_BUDGET_BYTES = 768 * 2**20

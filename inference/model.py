@@ -25,6 +25,9 @@ trunk as one batch. ``forward(x) == decode(trunk(x))``.
   defocus cue of :mod:`inference.blur_cue`, with a two-channel head: log-depth μ and the log scale
   of a Laplace distribution over log-depth (aleatoric uncertainty, one pass). ``forward`` returns
   depth like the others; :meth:`DfdNet.forward_dist` returns (μ, log b).
+* ``dfdnet-ens``: M ``dfdnet`` members (independently trained seeds) run as one network
+  (:class:`DfdEnsemble`): log-depth μ is the members' mean (the geometric-mean depth) and the scale is
+  set so that its σ is the σ of the equal-weight mixture (the members' aleatoric σ plus their spread).
 """
 
 from __future__ import annotations
@@ -41,92 +44,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from inference.blur_cue import defocus_cue
+from inference.dropout import McDropout
 from rig.core.errors import RigError
 
 STRIDE = 32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_DEPTH_SCALE_M = 2.5
-
-
-# ----------------------------------------------------------------------------------------------
-# Dropout whose masks can come from explicit generators (MC-dropout equivalence, reproducibility)
-
-
-class McDropout(nn.Module):
-    """Dropout p (element-wise, inverted scaling).
-
-    Training mode: ordinary dropout from the global RNG. Outside training it is the identity, unless
-    :func:`mc_dropout_masks` set ``generators``: then the batch holds ``len(generators)`` dropout
-    samples of ``B = N / len(generators)`` images (sample-major), and sample k's masks — one
-    (B, C, H, W) draw per layer, in layer order — come from ``generators[k]``. A single pass with
-    ``[g_k]`` therefore draws exactly the masks that sample k of a batched pass does.
-    """
-
-    def __init__(self, p: float = 0.5) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError("dropout p must be in [0, 1)")
-        self.p = p
-        self.generators: list[torch.Generator] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.generators is None:
-            return F.dropout(x, self.p, self.training)
-        if self.p == 0.0:
-            return x
-        k = len(self.generators)
-        if x.shape[0] % k:
-            raise ValueError(f"batch {x.shape[0]} is not a multiple of the {k} dropout samples")
-        b = x.shape[0] // k
-        mask = torch.empty_like(x)
-        for i, g in enumerate(self.generators):
-            mask[i * b:(i + 1) * b] = sample_keep_mask((b, *x.shape[1:]), 1.0 - self.p, g, x.device)
-        return x * mask.mul_(1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-_BIT_SHIFTS: dict[str, torch.Tensor] = {}
-
-
-def sample_keep_mask(shape: tuple[int, ...], keep: float, generator: torch.Generator,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """A {0, 1} uint8 mask of ``shape``, each element 1 with probability ``keep``, from ``generator``.
-
-    For keep = 0.5 (paper 1's dropout) every element takes one bit of 64-bit random words — about
-    five times cheaper than one uniform float per element, which matters for 50 MC-dropout samples.
-    """
-    n = 1
-    for d in shape:
-        n *= int(d)
-    if keep == 0.5:
-        key = str(device)
-        if key not in _BIT_SHIFTS:
-            _BIT_SHIFTS[key] = torch.arange(8, dtype=torch.uint8, device=device)
-        words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64, generator=generator,
-                              device=device)
-        bits = (words.view(torch.uint8).unsqueeze(-1) >> _BIT_SHIFTS[key]) & 1
-        return bits.reshape(-1)[:n].view(shape)
-    return (torch.rand(shape, generator=generator, device=device) < keep).to(torch.uint8)
-
-
-class mc_dropout_masks:  # noqa: N801 — used as a context manager
-    """``with mc_dropout_masks(model, generators): ...`` — dropout on, masks from ``generators``."""
-
-    def __init__(self, model: nn.Module, generators: list[torch.Generator]) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, McDropout)]
-        self.generators = list(generators)
-
-    def __enter__(self) -> "mc_dropout_masks":
-        for m in self.layers:
-            m.generators = self.generators
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for m in self.layers:
-            m.generators = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,6 +505,84 @@ class DfdNet(DepthNet):
 
 
 
+def combine_log_laplace(mus: list[torch.Tensor], log_bs: list[torch.Tensor]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """M members' (log-depth μ_i, log b_i), each (B, 1, H, W), -> one (μ, log b) of the same shapes.
+
+    μ = mean_i μ_i (the geometric-mean depth). b is chosen so that the one-member σ formula
+    exp(μ)·√2·b gives the σ (m) of the equal-weight mixture: sqrt(mean_i σ_i² + var_i depth_i), with
+    σ_i = exp(μ_i)·√2·b_i (:func:`inference.recipe.ensemble_depth_std` on the members' outputs).
+    """
+    mu_stack = torch.stack(mus)
+    mu = mu_stack.mean(0)
+    depth = mu_stack.exp()
+    sigma = depth * torch.stack(log_bs).exp() * math.sqrt(2.0)
+    spread = (depth - depth.mean(0, keepdim=True)).square().mean(0)
+    std_m = (sigma.square().mean(0) + spread).sqrt()
+    log_b = std_m.clamp_min(1e-12).log() - mu - 0.5 * math.log(2.0)
+    return mu, log_b.clamp(-8.0, 3.0)
+
+
+class DfdEnsemble(DepthNet):
+    """M ``dfdnet`` members as one network (a ``dfd-n2.8`` file of several seeds): the same
+    trunk/decode/forward_dist interface as :class:`DfdNet`, so predict, flip TTA, MC-dropout, ONNX
+    export and moments treat it as one model; a pass costs M member passes.
+
+    The trunk is the members' trunks with keys ``m<i>_<key>``; the heads are combined by
+    :func:`combine_log_laplace`.
+    """
+
+    arch = "dfdnet-ens"
+
+    def __init__(self, depth_scale_m: float = DEFAULT_DEPTH_SCALE_M, members: int = 2,
+                 member_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if int(members) < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(DfdNet(depth_scale_m, **dict(member_kwargs or {}))
+                                     for _ in range(int(members)))
+
+    @classmethod
+    def of(cls, nets: list["DfdNet"], member_kwargs: dict[str, Any] | None = None) -> "DfdEnsemble":
+        """An ensemble (eval mode) holding copies of trained ``nets``, each built by
+        ``DfdNet(**member_kwargs)`` (the members' common constructor arguments)."""
+        ens = cls(members=len(nets), member_kwargs=member_kwargs)
+        for dst, src in zip(ens.members, nets):
+            dst.load_state_dict(src.state_dict(), strict=True)
+        return ens.eval()
+
+    def trunk(self, rgb: torch.Tensor) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, m in enumerate(self.members):
+            t = m.trunk(rgb)
+            out["size"] = t.pop("size")
+            out.update({f"m{i}_{k}": v for k, v in t.items()})
+        return out
+
+    @staticmethod
+    def member_trunk(trunk: dict[str, Any], i: int) -> dict[str, Any]:
+        """Member ``i``'s own trunk dict out of the ensemble's."""
+        prefix = f"m{i}_"
+        own = {k[len(prefix):]: v for k, v in trunk.items() if k.startswith(prefix)}
+        own["size"] = trunk["size"]
+        return own
+
+    def decode_dist(self, trunk: dict[str, Any], repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-depth μ, log b) of the mixture, each (B·repeat, 1, H, W)."""
+        outs = [m.decode_dist(self.member_trunk(trunk, i), repeat) for i, m in enumerate(self.members)]
+        return combine_log_laplace([o[0] for o in outs], [o[1] for o in outs])
+
+    def forward_dist(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode_dist(self.trunk(rgb), 1)
+
+    def decode(self, trunk: dict[str, Any], repeat: int = 1) -> torch.Tensor:
+        return self.decode_dist(trunk, repeat)[0].exp()
+
+    def set_depth_scale(self, depth_scale_m: float) -> None:
+        for m in self.members:
+            m.set_depth_scale(depth_scale_m)
+
+
 class _DistHead(nn.Module):
     """3x3 conv to two channels: log-depth (bias log(scale)) and log Laplace scale (bias log 0.25)."""
 
@@ -601,13 +603,14 @@ class _DistHead(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Registry and model files
 
-MODELS: dict[str, Callable[..., DepthNet]] = {"d3net": D3Net, "d3net-lite": D3NetLite, "dfdnet": DfdNet}
+MODELS: dict[str, Callable[..., DepthNet]] = {"d3net": D3Net, "d3net-lite": D3NetLite, "dfdnet": DfdNet,
+                                              "dfdnet-ens": DfdEnsemble}
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_SUFFIX = ".pt"
 
 
 def build_model(name: str, depth_scale_m: float = DEFAULT_DEPTH_SCALE_M, **kwargs: Any) -> DepthNet:
-    """A fresh network by registry name ('d3net', 'd3net-lite' or 'dfdnet')."""
+    """A fresh network by registry name ('d3net', 'd3net-lite', 'dfdnet' or 'dfdnet-ens')."""
     if name not in MODELS:
         raise RigError(f"unknown model architecture {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](depth_scale_m=depth_scale_m, **kwargs)

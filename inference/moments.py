@@ -23,7 +23,8 @@ activations of a layer are independent Gaussians:
   E = exp(μ + v/2), Var = (exp(v) − 1)·exp(2μ + v).
 
 The decoders are walked module by module (:func:`module_moments` dispatches on the module type);
-:data:`DECODERS` holds the per-architecture order of those modules (d3net, d3net-lite, dfdnet). The
+:data:`DECODERS` holds the per-architecture order of those modules (d3net, d3net-lite, dfdnet;
+a dfdnet ensemble combines its members'). The
 trunk (everything before the first dropout) is the network's own, run once.
 """
 
@@ -37,7 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from inference.model import D3Net, D3NetLite, DepthNet, DfdNet, McDropout, _add_broadcast
+from inference.dropout import McDropout
+from inference.model import D3Net, D3NetLite, DepthNet, DfdEnsemble, DfdNet, _add_broadcast
 
 Moments = tuple[torch.Tensor, torch.Tensor]  # (mean, variance), same shape
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -275,8 +277,17 @@ def _d3net_moments(net: D3Net, trunk: dict[str, Any]) -> Moments:
     return logd[0][..., :h, :w], logd[1][..., :h, :w]
 
 
+def _ensemble_moments(net: DfdEnsemble, trunk: dict[str, Any]) -> Moments:
+    """dfdnet-ens: its log-depth is the members' mean, whose dropout masks are independent, so the
+    mean is the members' mean and the variance Σ_i v_i / M² (what MC-dropout of the ensemble estimates)."""
+    outs = [_dfdnet_moments(m, net.member_trunk(trunk, i)) for i, m in enumerate(net.members)]
+    k = len(outs)
+    return sum(o[0] for o in outs) / k, sum(o[1] for o in outs) / (k * k)
+
+
 DECODERS: dict[str, Callable[[Any, dict[str, Any]], Moments]] = {
-    "d3net": _d3net_moments, "d3net-lite": _lite_moments, "dfdnet": _dfdnet_moments}
+    "d3net": _d3net_moments, "d3net-lite": _lite_moments, "dfdnet": _dfdnet_moments,
+    "dfdnet-ens": _ensemble_moments}
 
 
 def log_depth_moments(net: DepthNet, trunk: dict[str, Any]) -> Moments:

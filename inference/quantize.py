@@ -99,15 +99,41 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, inputs: list[np.n
     return out
 
 
+def _conv_hops(nodes: list[Any], start: set[str], forward: bool) -> dict[str, float]:
+    """Fewest Conv nodes on a data path from tensors ``start`` to each node (forward: from the graph
+    input; backward: to the graph outputs), the node itself included. Shape nodes cut the path: the
+    padding and cropping arithmetic is not a data path."""
+    import math
+
+    hops: dict[str, float] = {}
+    tensor_hops = {t: 0.0 for t in start}
+    for node in (nodes if forward else reversed(nodes)):
+        if node.op_type == "Shape":
+            continue
+        ins, outs = (node.input, node.output) if forward else (node.output, node.input)
+        near = min((tensor_hops.get(t, math.inf) for t in ins if t), default=math.inf)
+        h = near + (1.0 if node.op_type == "Conv" else 0.0)
+        hops[node.name] = h
+        for t in outs:
+            if t:
+                tensor_hops[t] = min(tensor_hops.get(t, math.inf), h)
+    return hops
+
+
 def fp32_convs(path: str | Path, ends: int = FP32_END_CONVS) -> list[str]:
-    """Names of the Conv nodes kept in fp32: the first and the last ``ends`` in graph order (the
-    full-resolution stem, which reads the 0-2 px blur, and the layers that write depth)."""
+    """Names of the Conv nodes kept in fp32: those within ``ends`` convolutions of the graph input
+    and of its outputs (the full-resolution stem, which reads the 0-2 px blur, and the layers that
+    write depth), so every member of an ensemble (dfdnet-ens) keeps its own in fp32."""
     import onnx
 
-    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
-    if len(convs) <= 2 * ends:
-        return []
-    return convs[:ends] + convs[-ends:]
+    graph = onnx.load(str(path)).graph
+    nodes = list(graph.node)
+    weights = {t.name for t in graph.initializer}
+    near_in = _conv_hops(nodes, {i.name for i in graph.input} - weights, forward=True)
+    near_out = _conv_hops(nodes, {o.name for o in graph.output}, forward=False)
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
+    keep = [c for c in convs if near_in[c] <= ends or near_out[c] <= ends]
+    return keep if len(keep) < len(convs) else []
 
 
 def int8_path(depth_path: str | Path) -> Path:

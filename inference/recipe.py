@@ -170,11 +170,14 @@ def synth_pool_for(train: Images, input_kind: str, budget: Budget, rig_config: s
 
 
 def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str, out_dir: Path,
-                 log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
-    """Train (resuming from ``out_dir/last.pt``); returns (model in eval mode, meta record). A
-    camind recipe returns a :class:`inference.camind_study.CamindOnRig` (bound to the rig's k_cam)."""
+                 log: Callable[[str], None] = lambda s: None, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Train (resuming from ``out_dir/last.pt``); returns (model in eval mode, on the CPU, meta record).
+    A camind recipe returns a :class:`inference.camind_study.CamindOnRig` (bound to the rig's k_cam).
+    ``device``: where the steps run ('cpu', 'cuda', 'cuda:1'); batches are cut on the CPU either way."""
     import torch
 
+    if recipe.arch == "camind" and device != "cpu":
+        raise RigError("--device: camind recipes train on the CPU only")
     if recipe.arch == "camind":
         from inference.camind_study import CamindOnRig, train_camind_recipe
 
@@ -197,7 +200,8 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
         raise RigError(f"precision must be one of {', '.join(PRECISIONS)}, got {budget.precision!r}")
     bf16 = budget.precision == "bf16"
     fmt = torch.channels_last if bf16 else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = model.to(device=device, memory_format=fmt)
+    dev_type = torch.device(device).type  # autocast's device kind
     opt = torch.optim.Adam(model.parameters(), lr=budget.lr)
     pre_steps = int(round(recipe.pretrain_fraction * budget.steps))
     step, losses, seconds = 0, [], 0.0
@@ -223,16 +227,17 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
             x, y, v = random_batch(pool.rgb, pool.depth_m, pool_valid, rng, budget.batch, budget.crop_px)  # type: ignore[union-attr]
         else:
             x, y, v = random_batch(train.rgb, train.depth_m, train.valid, rng, budget.batch, budget.crop_px)
-        x, y, v = torch.from_numpy(x).contiguous(memory_format=fmt), torch.from_numpy(y), torch.from_numpy(v)
+        x = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
+        y, v = torch.from_numpy(y).to(device), torch.from_numpy(v).to(device)
         model.train()
         if recipe.loss in DIST_LOSSES:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bf16):
                 mu, log_b = model.forward_dist(x)
             loss_fn = log_l1_laplace_loss if recipe.loss == "log_laplace" else log_si_laplace_loss
             l1, nll = loss_fn(mu.float(), log_b.float(), y, v)
             loss = l1 + 0.1 * nll
         else:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bf16):
                 pred = model(x)
             l1 = loss = masked_l1(pred.float(), y, v)
         opt.zero_grad(set_to_none=True)
@@ -247,8 +252,9 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
                                 "losses": losses, "seconds": seconds}, ck)
             log(f"step {step}/{budget.steps}: loss {np.mean(losses[-budget.ckpt_every:]):.4f} "
                 f"({seconds / step:.2f} s/step)")
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    model = model.to(device="cpu", memory_format=torch.contiguous_format).eval()
     meta = {"arch": recipe.arch, "model_kwargs": kwargs, "recipe": asdict(recipe), "budget": asdict(budget),
+            "device": str(device),
             "input": input_kind, "depth_scale_m": scale_m, "image_size_px": [int(train.depth_m[0].shape[1]),
                                                                                int(train.depth_m[0].shape[0])],
             "pretrain_steps": pre_steps, "train_ids": list(train.ids), "train_seconds": seconds,
@@ -292,6 +298,42 @@ def ensemble_depth_std(depths_m: Sequence[np.ndarray], stds_m: Sequence[np.ndarr
     depth = np.exp(np.log(np.maximum(d, 1e-6)).mean(0))
     std = np.sqrt((s * s).mean(0) + d.var(0))
     return depth.astype(np.float32), std.astype(np.float32)
+
+
+def ensemble_model(members: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
+    """Trained ``dfdnet`` models (same input, same training ids) -> (one :class:`DfdEnsemble`, its meta).
+
+    The meta keeps each member's recipe, budget, seed, training time and loss under ``'members'``;
+    ``budget``/``recipe``/``input``/``train_ids`` are the (common) ones. Raises RigError (one line)
+    when the members cannot form one model. ``members``: :class:`inference.model.LoadedModel` records.
+    """
+    from inference.model import DfdEnsemble
+
+    if len(members) < 2:
+        raise RigError("an ensemble needs at least two member models")
+    bad = [str(m.path) for m in members if m.arch != "dfdnet"]
+    if bad:
+        raise RigError(f"{bad[0]}: ensemble members must be dfdnet models")
+    inputs = {str(m.meta.get("input")) for m in members}
+    if len(inputs) > 1:
+        raise RigError(f"ensemble members have different inputs: {sorted(inputs)}")
+    ids = {str(m.meta.get("train_ids")) for m in members}
+    if len(ids) > 1:
+        raise RigError("ensemble members were trained on different captures (train_ids differ)")
+    kwargs = [dict(m.meta.get("model_kwargs", {})) for m in members]
+    if any(k != kwargs[0] for k in kwargs):
+        raise RigError("ensemble members differ in their network settings (model_kwargs)")
+    keep = ("recipe", "budget", "train_seconds", "final_train_loss", "depth_scale_m", "shipped_from")
+    first = members[0].meta
+    meta: dict[str, Any] = {
+        "arch": DfdEnsemble.arch,
+        "model_kwargs": {"members": len(members), "member_kwargs": kwargs[0]},
+        "recipe": first.get("recipe"), "budget": first.get("budget"), "input": first.get("input"),
+        "image_size_px": first.get("image_size_px"), "train_ids": first.get("train_ids"),
+        "fold": first.get("fold"), "val_ids": first.get("val_ids", []),
+        "members": [{"from": str(m.path), **{k: m.meta[k] for k in keep if k in m.meta}} for m in members],
+    }
+    return DfdEnsemble.of([m.model for m in members], kwargs[0]), meta  # type: ignore[list-item]
 
 
 def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int = 8) -> dict[str, Any]:
@@ -358,7 +400,7 @@ def ensemble_fold(root: Path, member_dirs: Sequence[Path], out_dir: Path) -> dic
 
 
 def run_fold(root: Path, recipe: Recipe, budget: Budget, fold: int | None, k: int, input_kind: str,
-             out_dir: Path, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+             out_dir: Path, log: Callable[[str], None] = lambda s: None, device: str = "cpu") -> dict[str, Any]:
     """Train ``recipe`` on fold ``fold``'s training ids (all ids when None), evaluate the held-out
     ids (plain and flip TTA), write ``model.pt`` and ``result.json`` into ``out_dir``; returns the result."""
     import torch
@@ -381,7 +423,7 @@ def run_fold(root: Path, recipe: Recipe, budget: Budget, fold: int | None, k: in
         info = {"fold": f.index, "k": k, "n_train": len(f.train), "n_held": len(f.held_out),
                 "n_purged": len(f.purged), "min_gap_s": min_gap_s(f)}
     model, meta = train_recipe(recipe, budget, load_images(root, "train", train_ids, input_kind), input_kind,
-                               out_dir, log)
+                               out_dir, log, device)
     meta.update(info)
     meta["val_ids"] = held
     result: dict[str, Any] = {"meta": meta}

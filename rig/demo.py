@@ -201,7 +201,7 @@ def predict_step(ctx: DemoContext) -> list[str]:
     model_ref, model_desc = _demo_model(out)
     from inference.model import load_model
 
-    own_sigma = load_model(model_ref).arch == "dfdnet"  # an aleatoric σ head: one pass gives depth and σ
+    own_sigma = hasattr(load_model(model_ref).model, "forward_dist")  # an aleatoric σ head: one pass gives σ
     mc = 0 if own_sigma else 8 if ctx.quick else 50
     sigma_name = "aleatoric σ (one pass)" if own_sigma else f"MC-dropout σ, {mc} samples"
     limit = 2 if ctx.quick else 8

@@ -45,7 +45,7 @@ def test_seed_controls_masks_and_mean_is_sample_average() -> None:
 
 
 def test_keep_masks_are_bernoulli_and_generator_driven() -> None:
-    from inference.model import sample_keep_mask
+    from inference.dropout import sample_keep_mask
 
     for keep in (0.5, 0.8):
         g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)

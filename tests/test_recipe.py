@@ -134,6 +134,51 @@ def test_cli_rejects_bad_study_input(tmp_path, capsys):
     assert "Traceback" not in err and err.count("rig: error:") == 4 and "expected a finite number" in err
 
 
+@pytest.mark.parametrize("device,msg", [("cuda", "no CUDA GPU"), ("tpu", "not a torch device"),
+                                        ("meta", "cpu or cuda")])
+def test_study_device_is_checked_in_one_line(tmp_path, capsys, device, msg):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    assert main(["depth-study", "run", "--data", str(root), "--recipe", "dfd_log", "--fold", "0", "--steps", "1",
+                 "--device", device, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_gpu_study_script_tiny_mode_on_the_cpu(tmp_path):
+    """scripts/gpu_study.sh (the one-call device study) end to end on the CPU with 2 steps per run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from inference.model import load_model
+
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "PRECISION": "fp32", "THREADS": "1",
+           "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
+           "STUDY_ARGS": "--batch 2 --crop 32 --synth-per-image 1 --procedural 1"}
+    r = subprocess.run(["bash", str(repo / "scripts" / "gpu_study.sh"), str(root), "2"], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["dfd-n2.8.pt", "dfd-n8.pt", "log.txt", "results.json",
+                                                      "table.txt"]
+    runs = json.loads((out / "results.json").read_text())
+    assert sorted(runs) == ["final_n28", "final_n8", "study/dfd_log_pre/f0", "study/dfd_log_pre/f1",
+                            "study/dfd_log_pre/f2"]
+    assert all(r["meta"]["budget"]["steps"] == 2 and r["meta"]["device"] == "cpu" for r in runs.values())
+    assert all("eval" in runs[f"study/dfd_log_pre/f{k}"] for k in range(3))
+    assert "dfd_log_pre" in (out / "table.txt").read_text()
+    n8 = load_model(out / "dfd-n8.pt")
+    assert n8.meta["input"] == "N8" and n8.model.flip_tta
+
+
 def test_scale_invariant_laplace_loss_hand_values_and_invariance():
     """dfd_si_pre's loss: per image sqrt(mean g² - 0.85 mean(g)²) on log depth, invalid pixels ignored;
     a global scale error is mostly forgiven (15 % of it counts), the Laplace NLL is log_l1_laplace_loss's."""

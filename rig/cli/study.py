@@ -26,6 +26,21 @@ def _dataset_root(data: str) -> Path:
     return root
 
 
+def _device(name: str) -> str:
+    """--device as a torch device string, refused in one line when torch cannot use it here."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RigError(f"--device: not a torch device name: {name!r} (cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RigError(f"--device {name}: this machine's torch sees no CUDA GPU")
+    if dev.type not in ("cpu", "cuda"):
+        raise RigError(f"--device: cpu or cuda[:N], got {name!r}")
+    return str(dev)
+
+
 def cmd_study_run(args: argparse.Namespace) -> int:
     import torch
 
@@ -43,16 +58,17 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise RigError(f"--lr: must be a positive number, got {args.lr}")
     torch.set_num_threads(args.threads)
+    device = _device(args.device)
     budget = Budget(steps=args.steps, batch=args.batch, crop_px=args.crop, lr=args.lr, seed=args.seed,
                     synth_per_image=args.synth_per_image, procedural=args.procedural, precision=args.precision)
-    if args.precision == "bf16" and not bf16_supported():
+    if args.precision == "bf16" and device == "cpu" and not bf16_supported():
         print("warning: this CPU has no native bfloat16 (AVX512-BF16/AMX): --precision bf16 will be slow",
               file=sys.stderr)
     out = Path(args.out)
     if (out / "result.json").exists():
         print(f"{out}: already done (result.json); remove it to run again")
         return 0
-    res = run_fold(root, RECIPES[args.recipe], budget, fold, args.k, args.input, out, log=print)
+    res = run_fold(root, RECIPES[args.recipe], budget, fold, args.k, args.input, out, log=print, device=device)
     ev = res.get("eval", {}).get("plain")
     if ev:
         print(f"held-out fold {fold}: rel {ev['rel']:.3f} rms {ev['rms']:.3f} m δ1 {ev['delta1'] * 100:.1f}% "
@@ -108,21 +124,30 @@ def cmd_study_ensemble(args: argparse.Namespace) -> int:
 def cmd_study_ship(args: argparse.Namespace) -> int:
     from inference.camind import is_camind_file, load_camind, save_camind
     from inference.model import export_fp16, load_model
+    from inference.recipe import ensemble_model
 
-    if Path(args.run).is_file() and is_camind_file(args.run):  # a camind_dslr run: stays a camind file
+    run = args.run[0]
+    if len(args.run) == 1 and Path(run).is_file() and is_camind_file(run):  # a camind run: stays a camind file
         if args.flip_tta:
             raise RigError("--flip-tta: camind models run one pass in rig predict/live; ship without it")
-        model, cmeta = load_camind(args.run)
-        out = save_camind(model, Path(args.out), {**cmeta, "shipped_from": str(args.run)}, half=True)
+        cam, cmeta = load_camind(run)
+        out = save_camind(cam, Path(args.out), {**cmeta, "shipped_from": str(run)}, half=True)
         print(f"wrote {out} (camind, {cmeta.get('levels', 3)}-level U-Nets, trained focused at "
               f"{cmeta.get('focus_m')} m; k_cam comes from the rig config at use)")
         return 0
-    loaded = load_model(args.run)
-    meta = {**loaded.meta, "shipped_from": str(args.run)}
+    if len(args.run) > 1:  # several seeds: one ensemble file
+        if any(Path(r).is_file() and is_camind_file(r) for r in args.run):
+            raise RigError("camind runs cannot form an ensemble; ship one camind run")
+        model, meta = ensemble_model([load_model(r) for r in args.run])
+        desc = f"dfdnet-ens of {len(args.run)} members"
+    else:
+        loaded = load_model(args.run[0])
+        model, meta = loaded.model, {**loaded.meta, "shipped_from": str(args.run[0])}
+        desc = loaded.arch
     if args.flip_tta:
         meta["flip_tta"] = True
-    out = export_fp16(loaded.model, Path(args.out), meta)
-    print(f"wrote {out} ({loaded.arch}, input {meta.get('input')})")
+    out = export_fp16(model, Path(args.out), meta)
+    print(f"wrote {out} ({desc}, input {meta.get('input')})")
     return 0
 
 
@@ -162,6 +187,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synth-per-image", type=int, default=4, help="scaled-depth renders per training image")
     p.add_argument("--procedural", type=int, default=60, help="procedural scenes in the pretraining pool")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="where the training steps run: cpu (default) or cuda[:N]; "
+                   "scoring runs on the CPU")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="training arithmetic: bf16 = bfloat16 autocast + channels_last (about 2.5x faster "
                    "per step on CPUs with AVX512-BF16 or AMX; evaluation stays fp32)")
@@ -181,9 +208,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the ensemble's f<k>/result.json (e.g. study/ens2)")
     p.set_defaults(func=cmd_study_ensemble)
 
-    p = g.add_parser("ship", help="write a run's model.pt as a shipped fp16 model file",
-                     description="Export a `depth-study run` model as models/<name>.pt (fp16, with its metadata).")
-    p.add_argument("run", help="model.pt of a run (or its folder)")
+    p = g.add_parser("ship", help="write a run's model.pt (or several seeds' as one ensemble) as a shipped fp16 model file",
+                     description="Export a `depth-study run` model as models/<name>.pt (fp16, with its metadata). "
+                     "Given several dfdnet runs (other seeds of one recipe, same input and training captures), "
+                     "write one ensemble file (arch dfdnet-ens): geometric-mean depth, σ of the members' mixture; "
+                     "each prediction then costs one pass per member.")
+    p.add_argument("run", nargs="+", help="model.pt of a run, or several (an ensemble); shipped model files are "
+                   "accepted as members")
     p.add_argument("--out", required=True, help="models/<name>.pt")
     p.add_argument("--flip-tta", action="store_true", help="record that predictions average the mirror image")
     p.set_defaults(func=cmd_study_ship)
