@@ -120,3 +120,53 @@ class CamindOnRig:
 
         s = rgb.shape[1] / float(self.ref_width_px)
         return predict_camind(self.model, rgb, self.k_cam_px * s, self.gamma_px * s)
+
+
+# ------------------------------------------------------------------------- k_cam from real pairs
+K_CAM_FACTORS = (0.25, 0.35, 0.5, 0.71, 1.0, 1.41, 2.0)  # √2 steps around the starting k_cam
+
+
+@dataclasses.dataclass(frozen=True)
+class KcamFit:
+    """The k_cam (px at ``ref_width_px``) under which a camind network's depth best matches measured
+    depth on real defocused images: ``factor`` × the starting k_cam; ``loss_by_factor``: each tried
+    factor -> mean |log depth error|; ``at_edge``: the best factor is the grid's first or last."""
+
+    k_cam_px: float
+    factor: float
+    loss_by_factor: dict[float, float]
+    at_edge: bool
+    images: int
+
+
+def log_depth_error(pred_m: np.ndarray, depth_m: np.ndarray, valid: np.ndarray) -> float:
+    """Mean |log pred − log depth| over ``valid`` pixels with depth > 0; (H, W) arrays in metres."""
+    m = valid & (depth_m > 0) & np.isfinite(pred_m) & (pred_m > 0)
+    if not m.any():
+        return float("nan")
+    return float(np.mean(np.abs(np.log(pred_m[m]) - np.log(depth_m[m]))))
+
+
+def fit_k_cam(model: "CamIndDFD", rgbs: list[np.ndarray], depths_m: list[np.ndarray], valids: list[np.ndarray],
+              k_cam0_px: float, gamma_px: float = 0.0, ref_width_px: int = 645,
+              factors: tuple[float, ...] = K_CAM_FACTORS, refine: bool = True) -> KcamFit:
+    """Fit one camera's k_cam for a trained camind network from its real (defocused uint8 (H, W, 3),
+    depth (H, W) m, valid (H, W) bool) pairs: the factor of ``k_cam0_px`` (e.g. the thin-lens value)
+    on the grid ``factors``, then, with ``refine``, ±¼ octave around the best, that minimises the mean
+    per-image |log depth error| (the network's training loss). The network itself is not changed."""
+    if not rgbs:
+        raise ValueError("fit_k_cam needs at least one image")
+
+    def loss(f: float) -> float:
+        rig = CamindOnRig(model, k_cam0_px * f, gamma_px, ref_width_px)
+        return float(np.nanmean([log_depth_error(rig.depth_m(r), d, v) for r, d, v in zip(rgbs, depths_m, valids)]))
+
+    losses = {float(f): loss(f) for f in factors}
+    best = min(losses, key=losses.__getitem__)
+    at_edge = best in (min(factors), max(factors))
+    if refine:
+        for f in (best * 2**-0.25, best * 2**0.25):
+            losses[float(f)] = loss(f)
+        best = min(losses, key=losses.__getitem__)
+    return KcamFit(k_cam_px=float(k_cam0_px * best), factor=float(best), loss_by_factor=dict(sorted(losses.items())),
+                   at_edge=bool(at_edge), images=len(rgbs))

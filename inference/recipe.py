@@ -442,6 +442,32 @@ def run_fold(root: Path, recipe: Recipe, budget: Budget, fold: int | None, k: in
     return result
 
 
+def kcam_fold(root: Path, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """A camind fold run (``run_dir/model.pt`` from :func:`run_fold`) with k_cam fitted on the real
+    f/2.8 images + depth of **its own training captures** (camind training never saw them; see
+    :func:`inference.camind_study.fit_k_cam`), then scored on its held-out ids at that k_cam (plain and
+    flip TTA). Writes ``out_dir/result.json`` (as run_fold does, so `depth-study table` lists it)."""
+    from inference.camind import load_camind
+    from inference.camind_study import CamindOnRig, fit_k_cam
+
+    net, meta = load_camind(Path(run_dir) / "model.pt")
+    if not meta.get("val_ids"):
+        raise RigError(f"{run_dir}: not a fold run (no held-out ids)")
+    gamma = float(meta.get("eval_gamma_px", 0.0))
+    ref_w = int(meta.get("eval_ref_width_px", meta["image_size_px"][0]))  # older runs: their image width
+    train = load_images(root, "train", meta["train_ids"], "N2_8")
+    t0 = time.perf_counter()
+    fit = fit_k_cam(net, train.rgb, train.depth_m, train.valid, float(meta["eval_k_cam_px"]), gamma, ref_w)
+    rig = CamindOnRig(net, fit.k_cam_px, gamma, ref_w)
+    held = load_images(root, "train", meta["val_ids"], "N2_8")
+    meta = {**meta, "k_cam_fit": {**asdict(fit), "loss_by_factor": {str(k): v for k, v in fit.loss_by_factor.items()},
+                                  "seconds": time.perf_counter() - t0, "from_run": str(run_dir)}}
+    result = {"meta": meta, "eval": {"plain": evaluate_images(rig, held, False), "flip": evaluate_images(rig, held, True)}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def ablation_rows(study_dir: Path, keys: Sequence[str] = ("rel", "rms", "delta1", "ause_ratio", "spearman")
                   ) -> list[dict[str, Any]]:
     """One row per (recipe, TTA) of ``study_dir/<recipe>/f<k>/result.json``: mean ± sd over folds."""

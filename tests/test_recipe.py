@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from inference.recipe import (RECIPES, Budget, ablation_rows, bf16_supported, lo
                               train_recipe)
 from rig.cli import main
 from rig.core.config import load_rig_config
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _lens():
@@ -154,7 +157,6 @@ def test_gpu_study_script_tiny_mode_on_the_cpu(tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from inference.model import load_model
 
@@ -314,3 +316,38 @@ def test_camind_recipe_end_to_end_writes_a_camind_file_rig_predict_reads(tmp_pat
              0, 3, "N2_8", tmp_path / "study" / "camind_dslr_nok" / "f0")
     nok, _ = load_camind(tmp_path / "study" / "camind_dslr_nok" / "f0" / "model.pt")
     assert not nok.use_k_cam and model.use_k_cam
+    # k_cam fitted on the fold's own training captures, the held-out ones scored at it
+    kfit = tmp_path / "study" / "camind_dslr_kfit"
+    capsys.readouterr()
+    assert main(["depth-study", "fit-kcam", str(tmp_path / "study" / "camind_dslr"), "--data", str(root),
+                 "--out", str(kfit)]) == 0
+    assert f"fitted on {len(meta['train_ids'])} training captures" in capsys.readouterr().out
+    r = json.loads((kfit / "f0" / "result.json").read_text())
+    fit = r["meta"]["k_cam_fit"]
+    losses = {float(k): v for k, v in fit["loss_by_factor"].items()}
+    assert len(losses) == 9 and losses[fit["factor"]] == min(losses.values())
+    assert fit["images"] == len(meta["train_ids"]) and r["meta"]["val_ids"] == meta["val_ids"]
+    k_fit = fit["k_cam_px"] * 64 / 645
+    assert depth_metrics(predict_camind(model, imgs.rgb[0], k_fit, 0.0), imgs.depth_m[0], imgs.valid[0])["rel"] == \
+        pytest.approx(r["eval"]["plain"]["per_image_rel"][0], rel=1e-5)
+    assert {row["recipe"] for row in ablation_rows(tmp_path / "study")} >= {"camind_dslr", "camind_dslr_kfit"}
+    # `rig calibrate k-cam` fits a camera's k_cam for the model and writes it into the camera's config
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "configs" / "rig" / "nikon_d200_xtion.yaml").read_text())
+    cfg["output"]["size_px"] = [64, 48]
+    cfg_path = tmp_path / "cam.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["calibrate", "k-cam", "--model", str(out / "model.pt"), "--config", str(cfg_path), "--data",
+                 str(root), "--write"]) == 0
+    text = capsys.readouterr().out
+    assert "thin-lens" in text and "wrote blur.k_cam_px" in text
+    written = yaml.safe_load(cfg_path.read_text())["blur"]["k_cam_px"]
+    assert f"k_cam_px {written:.5f}" in text
+    # bad input: a dfdnet model, images of another width
+    assert main(["calibrate", "k-cam", "--model", "dfd-n2.8", "--config", str(cfg_path), "--data", str(root)]) == 2
+    assert main(["calibrate", "k-cam", "--model", str(out / "model.pt"), "--config", "nikon_d200_xtion",
+                 "--data", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "not a camera-independent" in err and "px wide" in err and "Traceback" not in err

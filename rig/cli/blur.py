@@ -85,6 +85,66 @@ def run_calibrate_blur(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_kcam_parser(sub: argparse._SubParsersAction, name: str = "k-cam") -> argparse.ArgumentParser:
+    h = "fit a camera's k_cam for a camera-independent (camind) model from real defocused shots with depth"
+    p = sub.add_parser(name, help=h, description=h + ": the k_cam (a factor of the config's, √2 grid then "
+                       "±¼ octave) under which the model's depth best matches the measured depth (mean |log "
+                       "error|). Needs a dataset of the camera's defocused images (N2_8) with registered depth, "
+                       "e.g. from `rig build-dataset` or `rig import-dfd`; no circle grid, no retraining.")
+    p.add_argument("--model", default="dfd-camind", help="camind model (shipped name or file; default %(default)s)")
+    p.add_argument("--config", required=True, help="the camera's rig config (preset name or YAML path)")
+    p.add_argument("--data", required=True, help="dataset folder holding N2_8 images and depth")
+    p.add_argument("--split", default="train", help="split to fit on (default %(default)s)")
+    p.add_argument("--limit", type=int, default=0, help="at most this many samples (0 = all)")
+    p.add_argument("--write", action="store_true", help="store the fitted blur.k_cam_px in the config file")
+    p.set_defaults(func=run_calibrate_kcam)
+    return p
+
+
+def run_calibrate_kcam(args: argparse.Namespace) -> int:
+    from inference.camind_study import fit_k_cam
+    from inference.camind_use import camind_model_path, open_camind
+    from inference.recipe import load_images
+    from rig.core import dataset as rds
+    from rig.core.config import load_rig_config
+
+    cfg = load_rig_config(args.config)
+    path = camind_model_path(args.model)
+    if path is None:
+        raise RigError(f"--model {args.model}: not a camera-independent (camind) model file")
+    root = Path(args.data)
+    if not (root / args.split).is_dir():
+        raise RigError(f"--data {root}: no split {args.split!r} (make a dataset with `rig import-dfd` or "
+                       "`rig build-dataset`)")
+    if args.limit < 0:
+        raise RigError(f"--limit: must be >= 0, got {args.limit}")
+    ids = rds.list_samples(root, args.split)
+    ids = ids[: args.limit] if args.limit else ids
+    if not ids:
+        raise RigError(f"--data {root}: split {args.split!r} has no samples")
+    runner = open_camind(path, cfg)
+    imgs = load_images(root, args.split, ids, "N2_8")
+    width = imgs.rgb[0].shape[1]
+    if width != runner.ref_size_px[0]:
+        raise RigError(f"--data: images are {width} px wide but {cfg.name} outputs {runner.ref_size_px[0]} px "
+                       "(output.size_px); use a dataset at the config's output size")
+    fit = fit_k_cam(runner.model, imgs.rgb, imgs.depth_m, imgs.valid, runner.k_cam_px, runner.gamma_px, width)
+    print(f"start: k_cam {runner.k_cam_px:.4f} px ({runner.k_source}), γ {runner.gamma_px:.4f} px; "
+          f"{fit.images} images of {root}/{args.split}")
+    for f, loss in fit.loss_by_factor.items():
+        print(f"  k_cam × {f:.3f} = {runner.k_cam_px * f:7.4f} px: mean |log error| {loss:.4f}")
+    print(f"k_cam_px {fit.k_cam_px:.5f} (× {fit.factor:.3f})")
+    if fit.at_edge:
+        print("warning: the best k_cam is at the end of the searched range (× 0.25 … × 2); the model may not "
+              "suit this camera (focus distance, image size) — check `rig predict` on a few shots")
+    if args.write:
+        if cfg.path is None:
+            raise RigError("--write: the config has no file to write to")
+        write_blur_keys(Path(cfg.path), fit.k_cam_px, runner.gamma_px)
+        print(f"wrote blur.k_cam_px to {cfg.path}")
+    return 0
+
+
 # ------------------------------------------------------------------ cross-camera experiment (issue 7)
 def run_camind_experiment(args: argparse.Namespace) -> int:
     import time

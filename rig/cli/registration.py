@@ -65,14 +65,22 @@ def add_blur_command(sub: argparse._SubParsersAction) -> None:
     add_blur_parser(sub, "blur")
 
 
+def add_kcam_command(sub: argparse._SubParsersAction) -> None:
+    """`rig calibrate k-cam` (k_cam for a camind model from real shots with depth)."""
+    from rig.cli.blur import add_kcam_parser
+
+    add_kcam_parser(sub, "k-cam")
+
+
 CALIBRATE_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_geometry_command, add_stereo_command, add_blur_command]
+    add_geometry_command, add_stereo_command, add_blur_command, add_kcam_command]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from rig.cli.base import add_group
 
-    calibrate = add_group(sub, "calibrate", "calibrate the rig: geometry (DSLR + depth sensor), stereo pairs, defocus blur (k_cam, γ)")
+    calibrate = add_group(sub, "calibrate", "calibrate the rig: geometry (DSLR + depth sensor), stereo pairs, defocus blur (k_cam, γ), "
+                         "k_cam for a camind model from shots with depth")
     for add in CALIBRATE_COMMANDS:
         add(calibrate)
 

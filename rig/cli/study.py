@@ -121,6 +121,22 @@ def cmd_study_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_fit_kcam(args: argparse.Namespace) -> int:
+    from inference.recipe import kcam_fold
+
+    root = _dataset_root(args.data)
+    runs = sorted(p for p in Path(args.runs).glob("f*") if (p / "model.pt").is_file())
+    if not runs:
+        raise RigError(f"{args.runs}: no fold runs (f<k>/model.pt) of a camind recipe")
+    for run in runs:
+        res = kcam_fold(root, run, Path(args.out) / run.name)
+        fit, ev = res["meta"]["k_cam_fit"], res["eval"]["plain"]
+        print(f"{run.name}: k_cam {fit['k_cam_px']:.3f} px (× {fit['factor']:.3f} the rig's, fitted on "
+              f"{fit['images']} training captures); held out: rel {ev['rel']:.3f} rms {ev['rms']:.3f} m "
+              f"δ1 {ev['delta1'] * 100:.1f}%")
+    return 0
+
+
 def cmd_study_ship(args: argparse.Namespace) -> int:
     from inference.camind import is_camind_file, load_camind, save_camind
     from inference.model import export_fp16, load_model
@@ -207,6 +223,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="the dataset folder the members were trained on")
     p.add_argument("--out", required=True, help="folder for the ensemble's f<k>/result.json (e.g. study/ens2)")
     p.set_defaults(func=cmd_study_ensemble)
+
+    p = g.add_parser("fit-kcam", help="camind fold runs with k_cam fitted on each fold's own training captures",
+                     description="For each fold run of a camind recipe (RUNS/f<k>/model.pt), fit k_cam on the real "
+                     "f/2.8 images + depth of that fold's training captures (which camind training never saw; as "
+                     "`rig calibrate k-cam` does for a new camera), score the held-out captures at that k_cam, and "
+                     "write OUT/f<k>/result.json for `rig depth-study table`.")
+    p.add_argument("runs", help="a camind recipe's folder of fold runs (e.g. study/camind_dslr)")
+    p.add_argument("--data", required=True, help="the dataset the runs were trained on")
+    p.add_argument("--out", required=True, help="folder for f<k>/result.json (e.g. study/camind_dslr_kfit)")
+    p.set_defaults(func=cmd_study_fit_kcam)
 
     p = g.add_parser("ship", help="write a run's model.pt (or several seeds' as one ensemble) as a shipped fp16 model file",
                      description="Export a `depth-study run` model as models/<name>.pt (fp16, with its metadata). "
