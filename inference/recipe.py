@@ -336,6 +336,23 @@ def ensemble_model(members: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
     return DfdEnsemble.of([m.model for m in members], kwargs[0]), meta  # type: ignore[list-item]
 
 
+def ensemble_member(loaded: Any, index: int) -> tuple[Any, dict[str, Any]]:
+    """Member ``index`` of a ``dfdnet-ens`` model (an :class:`inference.model.LoadedModel`) as a
+    plain dfdnet and its meta (the ensemble's common fields plus that member's record)."""
+    if loaded.arch != "dfdnet-ens":
+        raise RigError(f"{loaded.path}: --member: not an ensemble (arch {loaded.arch})")
+    n = len(loaded.model.members)
+    if not 0 <= index < n:
+        raise RigError(f"--member: {loaded.path} has members 0..{n - 1}, got {index}")
+    m = loaded.meta
+    records = list(m.get("members", []))
+    common = ("recipe", "input", "image_size_px", "train_ids", "fold", "val_ids", "flip_tta")
+    meta = {**{k: m[k] for k in common if k in m}, **(records[index] if index < len(records) else {}),
+            "arch": "dfdnet", "model_kwargs": dict(m["model_kwargs"].get("member_kwargs", {})),
+            "member_of": str(loaded.path), "member": index}
+    return loaded.model.members[index], meta
+
+
 def evaluate_images(model: Any, images: Images, flip_tta: bool, mc_samples: int = 8) -> dict[str, Any]:
     """Mean depth metrics over images plus the uncertainty figures (aleatoric σ for dfdnet, MC-dropout
     with ``mc_samples`` otherwise): per-image Spearman(σ, |err|), per-image and pooled AUSE ratio.

@@ -133,6 +133,17 @@ def test_ship_several_runs_writes_one_ensemble_that_predict_reads(tmp_path, caps
     depth, std = ensemble_depth_std([pa.depth_m, pb.depth_m], [pa.std_m, pb.std_m])
     pe = predict_image(loaded.model, rgb, flip_tta=False)
     assert np.allclose(pe.depth_m, depth, rtol=1e-4) and np.allclose(pe.std_m, std, rtol=1e-3)
+    # --member K writes one member back as a plain dfdnet file, with that member's record
+    assert main(["depth-study", "ship", str(out), "--member", "1", "--out", str(tmp_path / "m1.pt")]) == 0
+    m1 = load_model(tmp_path / "m1.pt")
+    assert m1.arch == "dfdnet" and m1.meta["budget"]["seed"] == 1 and m1.model.flip_tta
+    assert np.array_equal(predict_image(m1.model, rgb, flip_tta=False).depth_m, pb.depth_m)
+    assert main(["depth-study", "ship", str(out), "--member", "2", "--out", str(tmp_path / "m2.pt")]) == 2
+    assert main(["depth-study", "ship", a, "--member", "0", "--out", str(tmp_path / "m3.pt")]) == 2
+    assert main(["depth-study", "ship", a, b, "--member", "0", "--out", str(tmp_path / "m4.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "members 0..1" in err and "not an ensemble" in err and "one ensemble file" in err
+    assert not any((tmp_path / f"m{i}.pt").exists() for i in (2, 3, 4))
     cv2.imwrite(str(tmp_path / "in.png"), rgb[..., ::-1])
     assert main(["predict", "--model", str(out), "--input", str(tmp_path / "in.png"),
                  "--out", str(tmp_path / "pred")]) == 0

@@ -140,7 +140,7 @@ def cmd_study_fit_kcam(args: argparse.Namespace) -> int:
 def cmd_study_ship(args: argparse.Namespace) -> int:
     from inference.camind import is_camind_file, load_camind, save_camind
     from inference.model import export_fp16, load_model
-    from inference.recipe import ensemble_model
+    from inference.recipe import ensemble_member, ensemble_model
 
     run = args.run[0]
     if len(args.run) == 1 and Path(run).is_file() and is_camind_file(run):  # a camind run: stays a camind file
@@ -151,11 +151,17 @@ def cmd_study_ship(args: argparse.Namespace) -> int:
         print(f"wrote {out} (camind, {cmeta.get('levels', 3)}-level U-Nets, trained focused at "
               f"{cmeta.get('focus_m')} m; k_cam comes from the rig config at use)")
         return 0
+    if args.member is not None and len(args.run) > 1:
+        raise RigError("--member takes one ensemble file")
     if len(args.run) > 1:  # several seeds: one ensemble file
         if any(Path(r).is_file() and is_camind_file(r) for r in args.run):
             raise RigError("camind runs cannot form an ensemble; ship one camind run")
         model, meta = ensemble_model([load_model(r) for r in args.run])
         desc = f"dfdnet-ens of {len(args.run)} members"
+    elif args.member is not None:  # one member of an ensemble file, e.g. for a faster live loop
+        loaded = load_model(args.run[0])
+        model, meta = ensemble_member(loaded, args.member)
+        desc = f"dfdnet, member {args.member} of {loaded.path.name}"
     else:
         loaded = load_model(args.run[0])
         model, meta = loaded.model, {**loaded.meta, "shipped_from": str(args.run[0])}
@@ -243,6 +249,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "accepted as members")
     p.add_argument("--out", required=True, help="models/<name>.pt")
     p.add_argument("--flip-tta", action="store_true", help="record that predictions average the mirror image")
+    p.add_argument("--member", type=int, default=None, help="write member K of an ensemble file as a one-pass "
+                   "dfdnet model (e.g. for `rig live` on a slow CPU)")
     p.set_defaults(func=cmd_study_ship)
 
     p = sub.add_parser("import-nyu", help="write the NYUv2 labelled set in the dataset layout (train/test)",
