@@ -330,7 +330,7 @@ def ensemble_model(members: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
         "model_kwargs": {"members": len(members), "member_kwargs": kwargs[0]},
         "recipe": first.get("recipe"), "budget": first.get("budget"), "input": first.get("input"),
         "image_size_px": first.get("image_size_px"), "train_ids": first.get("train_ids"),
-        "fold": first.get("fold"), "val_ids": first.get("val_ids", []),
+        "fold": first.get("fold"), "val_ids": first.get("val_ids", []), "depth_scale_m": first.get("depth_scale_m"),
         "members": [{"from": str(m.path), **{k: m.meta[k] for k in keep if k in m.meta}} for m in members],
     }
     return DfdEnsemble.of([m.model for m in members], kwargs[0]), meta  # type: ignore[list-item]
