@@ -34,13 +34,15 @@ RIG_CONFIG = "nikon_d200_xtion"
 
 def rig_constants(rig_config: str = RIG_CONFIG) -> tuple[float, float, float, float, int]:
     """(k_cam_px, gamma_px, focus_m, rho, output width px) of the rig's defocused camera at its
-    output size, as ``rig predict`` takes them (:func:`inference.camind_use.camera_constants`)."""
-    from inference.camind_use import camera_constants
+    output size. k_cam is always the **thin-lens** value: a ``blur.k_cam_px`` stored in the config
+    (``rig calibrate k-cam --write`` fits it on captures that a fold may hold out) is not used here,
+    so that cross-validation never sees held-out images through k_cam; γ is ``blur.gamma_px``."""
+    from rig.core import optics
     from rig.core.config import load_rig_config
 
     cfg = load_rig_config(rig_config)
-    k, g, _ = camera_constants(cfg, cfg.output.size_px[0])
-    return k, g, float(cfg.dslr.focus_m), float(cfg.blur.rho), int(cfg.output.size_px[0])
+    k = optics.k_cam_px(cfg.lens("defocused"))
+    return k, float(cfg.blur.gamma_px), float(cfg.dslr.focus_m), float(cfg.blur.rho), int(cfg.output.size_px[0])
 
 
 def camera_sets_for(train: "Images", budget: "Budget", f_numbers: tuple[float, ...] = TRAIN_F_NUMBERS,
