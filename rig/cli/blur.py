@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rig.core.errors import RigError
 
@@ -78,10 +79,7 @@ def run_calibrate_blur(args: argparse.Namespace) -> int:
     if args.report:
         print(f"report: {write_blur_report(cal, args.report)}")
     if args.write:
-        if cfg.path is None:
-            raise RigError("--write: the config has no file to write to")
-        write_blur_keys(Path(cfg.path), cal.k_cam_px, cal.gamma_px)
-        print(f"wrote blur.k_cam_px and blur.gamma_px to {cfg.path}")
+        _write_blur(cfg, cal.k_cam_px, cal.gamma_px, "blur.k_cam_px and blur.gamma_px")
     return 0
 
 
@@ -138,11 +136,16 @@ def run_calibrate_kcam(args: argparse.Namespace) -> int:
         print("warning: the best k_cam is at the end of the searched range (× 0.25 … × 2); the model may not "
               "suit this camera (focus distance, image size) — check `rig predict` on a few shots")
     if args.write:
-        if cfg.path is None:
-            raise RigError("--write: the config has no file to write to")
-        write_blur_keys(Path(cfg.path), fit.k_cam_px, runner.gamma_px)
-        print(f"wrote blur.k_cam_px to {cfg.path}")
+        _write_blur(cfg, fit.k_cam_px, runner.gamma_px, "blur.k_cam_px")
     return 0
+
+
+def _write_blur(cfg: Any, k_cam_px: float, gamma_px: float, what: str) -> None:
+    """--write: store the fitted blur constants in the config file the run read."""
+    if cfg.path is None:
+        raise RigError("--write: the config has no file to write to")
+    write_blur_keys(Path(cfg.path), k_cam_px, gamma_px)
+    print(f"wrote {what} to {cfg.path}")
 
 
 # ------------------------------------------------------------------ cross-camera experiment (issue 7)
