@@ -34,6 +34,7 @@ trunk (everything before the first dropout) is the network's own, run once.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextvars import ContextVar
 from typing import Any, Callable
@@ -159,11 +160,6 @@ def linear_relu_moments(m: Moments, slope: float = 0.0) -> Moments:
     return torch.where(pos, mean, mean * slope), var * gain
 
 
-def relu_moments(m: Moments, slope: float = 0.0) -> Moments:
-    """The decoder's (Leaky)ReLU on a diagonal: the Gaussian form."""
-    return leaky_relu_moments(m, slope)
-
-
 def resize_moments(m: Moments, size: Any) -> Moments:
     """Bilinear resize (align_corners False): mean and standard deviation resized."""
     mean, var = m
@@ -197,7 +193,7 @@ def module_moments(mod: nn.Module, m: Moments) -> Moments:
     if isinstance(mod, McDropout):
         return dropout_moments(m, mod.p)
     if isinstance(mod, (nn.ReLU, nn.LeakyReLU)):
-        return relu_moments(m, float(mod.negative_slope) if isinstance(mod, nn.LeakyReLU) else 0.0)
+        return leaky_relu_moments(m, float(mod.negative_slope) if isinstance(mod, nn.LeakyReLU) else 0.0)
     if isinstance(mod, (nn.Identity, nn.Dropout)):  # nn.Dropout is off outside training
         return m
     if isinstance(mod, nn.Sequential):
@@ -213,7 +209,7 @@ def module_moments(mod: nn.Module, m: Moments) -> Moments:
 def drop_relu_moments(drop: nn.Module, m: Moments) -> Moments:
     """ReLU(dropout(x)) = dropout(ReLU(x)) (the mask scales by 0 or 1/q >= 0): the ReLU sees x's
     Gaussian, not the dropout's two-point mixture, and the dropout moments are then exact."""
-    return module_moments(drop, relu_moments(m, 0.0))
+    return module_moments(drop, leaky_relu_moments(m, 0.0))
 
 
 def _lite_rest(mod: nn.Module, pre: torch.Tensor) -> Moments:
@@ -245,20 +241,26 @@ def _lite_moments(net: D3NetLite, trunk: dict[str, Any]) -> Moments:
 Cov = torch.Tensor  # (B, n(n+1)/2, H, W): the channel covariance at each pixel, upper triangle packed
 
 
-def _pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices (i <= j) of the packed upper triangle of an n x n matrix (built in
-    Python, so they are constants of an exported graph)."""
+@functools.lru_cache(maxsize=None)
+def _pair_lists(n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Rows, columns (i <= j) and diagonal slots of the packed upper triangle of an n x n matrix, as
+    Python tuples (cached: built once per size; tensors are made per call, since one made under
+    ``torch.inference_mode`` cannot enter a traced export)."""
     rows, cols = zip(*[(i, j) for i in range(n) for j in range(i, n)])
+    slots = tuple(k for k, (i, j) in enumerate(zip(rows, cols)) if i == j)
+    return rows, cols, slots
+
+
+def _pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (i <= j) of the packed upper triangle of an n x n matrix (constants of
+    an exported graph)."""
+    rows, cols, _ = _pair_lists(n)
     return torch.tensor(rows), torch.tensor(cols)
 
 
 def _diag_slots(n: int) -> torch.Tensor:
     """Where the packed upper triangle of an n x n matrix stores its diagonal."""
-    slots, k = [], 0
-    for i in range(n):
-        slots.append(k)
-        k += n - i
-    return torch.tensor(slots)
+    return torch.tensor(_pair_lists(n)[2])
 
 
 def _kernel_sums(conv: nn.Module) -> torch.Tensor:
@@ -282,10 +284,8 @@ def _cov_kernel(w: torch.Tensor, from_diag: bool) -> torch.Tensor:
 
 
 def _cov_scale(cov: Cov, gain: torch.Tensor, n: int) -> Cov:
-    """C_ij g_i g_j for per-channel gains g, (B, n, H, W) or (n,)."""
+    """C_ij g_i g_j for per-pixel channel gains g, (B, n, H, W)."""
     i, j = _pairs(n)
-    if gain.dim() == 1:
-        return cov * (gain[i] * gain[j]).view(1, -1, 1, 1)
     return cov * gain.index_select(1, i) * gain.index_select(1, j)
 
 
