@@ -457,6 +457,10 @@ def run_training(cfg: TrainConfig, out_dir: Path, resume: bool = False,
     if dist_.world > 1:
         import torch.distributed as dist
 
+        # every rank past the last broadcast before any tears its sockets down: rank 0 can return from
+        # the broadcast it sent while rank 1 is still reading it, and gloo then aborts rank 1
+        # ("connection closed by peer", SIGABRT; seen once in CI's two-process test)
+        _barrier(dist_)
         dist.destroy_process_group()
     return summary
 
