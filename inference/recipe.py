@@ -34,7 +34,8 @@ class Recipe:
     Laplace NLL of the σ head), 'si_laplace' (scale-invariant log loss, λ = 0.85, + the same NLL) or
     'camind' (log-depth L1 + blur L1); pretrain_fraction: share of the steps on synthetic renders;
     blur_cue: dfdnet's in-network Zhuo defocus cue; use_k_cam: camind only, False = paper 2's
-    "no k_cam" baseline (the blur reaches the depth network uncorrected)."""
+    "no k_cam" baseline (the blur reaches the depth network uncorrected); photometric: jitter each
+    training crop's exposure, contrast, white balance and gamma (:func:`photometric_jitter`)."""
 
     name: str
     arch: str
@@ -42,6 +43,7 @@ class Recipe:
     pretrain_fraction: float = 0.0
     blur_cue: bool = False
     use_k_cam: bool = True
+    photometric: bool = False
 
 
 DIST_LOSSES = ("log_laplace", "si_laplace")  # losses of a (log-depth μ, log b) head: dfdnet only
@@ -53,6 +55,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("dfd_log_pre_cue", "dfdnet", "log_laplace", 0.5, True),
     Recipe("dfd_log_cue", "dfdnet", "log_laplace", 0.0, True),
     Recipe("dfd_si_pre", "dfdnet", "si_laplace", 0.5),
+    Recipe("dfd_log_pre_photo", "dfdnet", "log_laplace", 0.5, photometric=True),
     Recipe("camind_dslr", "camind", "camind", 1.0),              # paper 2 on the real DSLR (item 5)
     Recipe("camind_dslr_nok", "camind", "camind", 1.0, use_k_cam=False),  # the same without k_cam
 )}
@@ -115,11 +118,28 @@ def load_images(root: Path, split: str, ids: Sequence[str], input_kind: str) -> 
     return out
 
 
+def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random photometric change of a (3, H, W) float32 image in [0, 1], the same at every pixel:
+    exposure gain 0.7-1.4x, contrast 0.8-1.25x about the mean, per-channel white-balance gain
+    0.9-1.1x and gamma 0.8-1.25 (each log-uniform), clipped to [0, 1]. No pixel moves, so the blur
+    (the spatial spread of each edge) is unchanged."""
+    def log_u(lo: float, hi: float, n: int | None = None) -> np.ndarray:
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+    gain = log_u(0.7, 1.4) * log_u(0.9, 1.1, 3)
+    x = rgb * gain.astype(np.float32)[:, None, None]
+    m = float(x.mean())
+    x = np.clip(m + (x - m) * float(log_u(0.8, 1.25)), 0.0, 1.0)
+    return (x ** float(log_u(0.8, 1.25))).astype(np.float32)
+
+
 def random_batch(rgbs: Sequence[np.ndarray], depths: Sequence[np.ndarray], valids: Sequence[np.ndarray],
-                 rng: np.random.Generator, batch: int, crop_px: int
+                 rng: np.random.Generator, batch: int, crop_px: int, photometric: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rgb (B, 3, c, c) float32 [0, 1], depth (B, 1, c, c) m, valid (B, 1, c, c) bool): random
-    crops of random images, mirrored with probability 1/2 (nothing that changes the blur)."""
+    crops of random images, mirrored with probability 1/2 (nothing that changes the blur);
+    ``photometric``: each crop also gets :func:`photometric_jitter` (drawn after the crop's other
+    draws, so the crops themselves are those of the plain batch only for the first sample)."""
     xs, ys, vs = [], [], []
     for _ in range(batch):
         i = int(rng.integers(len(rgbs)))
@@ -129,7 +149,8 @@ def random_batch(rgbs: Sequence[np.ndarray], depths: Sequence[np.ndarray], valid
         r, d, v = rgbs[i][sl], depths[i][sl], valids[i][sl]
         if rng.random() < 0.5:
             r, d, v = r[:, ::-1], d[:, ::-1], v[:, ::-1]
-        xs.append(np.ascontiguousarray(r.transpose(2, 0, 1), np.float32) / 255.0)
+        x = np.ascontiguousarray(r.transpose(2, 0, 1), np.float32) / 255.0
+        xs.append(photometric_jitter(x, rng) if photometric else x)
         ys.append(np.ascontiguousarray(d[None], np.float32))
         vs.append(np.ascontiguousarray(v[None]))
     return np.stack(xs), np.stack(ys), np.stack(vs)
@@ -224,9 +245,11 @@ def train_recipe(recipe: Recipe, budget: Budget, train: Images, input_kind: str,
             g["lr"] = lr_at(step, pre_steps, budget.steps, budget.lr)
         rng = np.random.default_rng([budget.seed, step])
         if step < pre_steps:
-            x, y, v = random_batch(pool.rgb, pool.depth_m, pool_valid, rng, budget.batch, budget.crop_px)  # type: ignore[union-attr]
+            x, y, v = random_batch(pool.rgb, pool.depth_m, pool_valid, rng, budget.batch, budget.crop_px,  # type: ignore[union-attr]
+                                   recipe.photometric)
         else:
-            x, y, v = random_batch(train.rgb, train.depth_m, train.valid, rng, budget.batch, budget.crop_px)
+            x, y, v = random_batch(train.rgb, train.depth_m, train.valid, rng, budget.batch, budget.crop_px,
+                                   recipe.photometric)
         x = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
         y, v = torch.from_numpy(y).to(device), torch.from_numpy(v).to(device)
         model.train()

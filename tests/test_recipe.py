@@ -10,8 +10,8 @@ import pytest
 
 from inference.data import write_synthetic_dataset
 from inference.pretrain import RenderJitter, procedural_renders, scaled_depth_renders
-from inference.recipe import (RECIPES, Budget, ablation_rows, bf16_supported, load_images, lr_at, run_fold,
-                              train_recipe)
+from inference.recipe import (RECIPES, Budget, ablation_rows, bf16_supported, load_images, lr_at, photometric_jitter,
+                              random_batch, run_fold, train_recipe)
 from rig.cli import main
 from rig.core.config import load_rig_config
 
@@ -216,6 +216,44 @@ def test_si_recipe_trains_and_evaluates(tmp_path):
     res = run_fold(root, RECIPES["dfd_si_pre"], budget, 0, 3, "N2_8", tmp_path / "si" / "f0")
     assert res["meta"]["recipe"]["loss"] == "si_laplace" and res["meta"]["pretrain_steps"] == 2
     assert np.isfinite(res["eval"]["flip"]["rel"]) and np.isfinite(res["meta"]["final_train_loss"])
+
+
+def test_photometric_jitter_keeps_every_edge_where_it_was():
+    """The jitter is one monotone intensity map per channel: values stay in [0, 1], every pixel's
+    rank within its channel is kept (no pixel moves, so the blur is the same), and the images change."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.05, 0.95, (3, 16, 20)).astype(np.float32)
+    changed = 0
+    for _ in range(20):
+        y = photometric_jitter(x, rng)
+        assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0.0 and y.max() <= 1.0
+        for c in range(3):
+            a, b = x[c].ravel(), y[c].ravel()
+            order = np.argsort(a)
+            assert np.all(np.diff(b[order]) >= -1e-7)  # monotone non-decreasing map of each channel
+        changed += int(np.abs(y - x).max() > 0.02)
+    assert changed == 20
+
+
+def test_photometric_batches_differ_only_in_intensity():
+    """random_batch(photometric=True): same first crop as the plain batch, other intensities; labels untouched."""
+    rng_img = np.random.default_rng(0)
+    rgbs = [rng_img.integers(0, 256, (40, 50, 3), dtype=np.uint8)]
+    depths = [rng_img.uniform(1, 5, (40, 50)).astype(np.float32)]
+    valids = [np.ones((40, 50), bool)]
+    x0, y0, _ = random_batch(rgbs, depths, valids, np.random.default_rng(7), 1, 24)
+    x1, y1, _ = random_batch(rgbs, depths, valids, np.random.default_rng(7), 1, 24, photometric=True)
+    np.testing.assert_array_equal(y0, y1)
+    assert not np.allclose(x0, x1)
+    assert np.corrcoef(x0.ravel(), x1.ravel())[0, 1] > 0.8
+
+
+def test_photometric_recipe_trains(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "ds", n=9, size_hw=(48, 64), spacing_s=300.0)
+    budget = Budget(steps=2, batch=2, crop_px=32, synth_per_image=1, procedural=1, ckpt_every=2)
+    res = run_fold(root, RECIPES["dfd_log_pre_photo"], budget, 0, 3, "N2_8", tmp_path / "ph" / "f0")
+    assert res["meta"]["recipe"]["photometric"] is True
+    assert np.isfinite(res["eval"]["flip"]["rel"])
 
 
 def test_ensemble_depth_std_hand_values():
