@@ -389,3 +389,21 @@ def test_camind_recipe_end_to_end_writes_a_camind_file_rig_predict_reads(tmp_pat
                  "--data", str(root)]) == 2
     err = capsys.readouterr().err
     assert "not a camera-independent" in err and "px wide" in err and "Traceback" not in err
+
+
+def test_blur_reading_script_scores_a_model_against_always_far(tmp_path):
+    """scripts/blur_reading.py runs end to end on a (random) dfdnet file and prints the procedural
+    figures beside the always-'far' base rate of the same pixels."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from inference.model import build_model
+
+    path = tmp_path / "m.pt"
+    torch.save({"arch": "dfdnet", "state_dict": build_model("dfdnet").state_dict(), "meta": {}}, path)
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "blur_reading.py"), str(path), "--scenes", "1"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "blur-space Spearman" in r.stdout and "always 'far'" in r.stdout and "pred/true: 0-1 m:" in r.stdout
