@@ -16,6 +16,7 @@ Usage: python scripts/blur_reading.py MODEL.pt [MODEL.pt ...] [--scenes 12] [--h
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from inference.predict import predict_image
 from inference.pretrain import RenderJitter, procedural_renders
 from inference.recipe import load_images
 from rig.core.config import load_rig_config
+from rig.core.errors import RigError
 
 BINS_M = (0.0, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 20.0)
 
@@ -40,13 +42,41 @@ def bin_ratios(preds_m: list[np.ndarray], depths_m: list[np.ndarray]) -> str:
                     for i in range(len(BINS_M) - 1) if np.any(idx == i))
 
 
-def main() -> None:
+def side_right_and_far(preds_m: list[np.ndarray], depths_m: list[np.ndarray], focus_m: float
+                       ) -> tuple[float, float]:
+    """(share of pixels whose prediction is on the true side of ``focus_m``, share truly beyond it),
+    pooled over the given pixel arrays (any shape, same shapes pairwise)."""
+    truth_far = np.concatenate([(d > focus_m).ravel() for d in depths_m])
+    pred_far = np.concatenate([(p > focus_m).ravel() for p in preds_m])
+    return float(np.mean(truth_far == pred_far)), float(np.mean(truth_far))
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--scenes", type=int, default=12)
+    ap.add_argument("--scenes", type=_positive_int, default=12)
     ap.add_argument("--config", default="nikon_d200_xtion")
     ap.add_argument("--held-out", default=None, help="dataset folder: also score each model's held-out fold")
     args = ap.parse_args()
+    try:
+        report(args)
+    except RigError as e:
+        print(f"blur_reading: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def report(args: argparse.Namespace) -> None:
+    """Print both checks for every model of ``args.models`` (RigError, one line, on bad input)."""
+    if args.held_out and not Path(args.held_out).is_dir():
+        raise RigError(f"--held-out {args.held_out}: not a folder (a dataset from `rig import-dfd`)")
     torch.set_num_threads(1)
     cfg = load_rig_config(args.config)
     lens = cfg.lens("defocused")
@@ -64,8 +94,9 @@ def main() -> None:
             bt, bp = np.abs(1 - focus_m / d).ravel(), np.abs(1 - focus_m / p).ravel()
             rho_b.append(spearman(bp[::50], bt[::50]))
             m = bt >= 0.15 * bt.max()
-            side.append(np.mean(((d.ravel() > focus_m) == (p.ravel() > focus_m))[m]))
-            far.append(np.mean((d.ravel() > focus_m)[m]))
+            s, f = side_right_and_far([p.ravel()[m]], [d.ravel()[m]], focus_m)
+            side.append(s)
+            far.append(f)
         print(f"{path}\n  procedural ({args.scenes} scenes): rel {rel:.3f}; blur-space Spearman "
               f"{np.mean(rho_b):.2f}; side of focus right {100 * np.mean(side):.1f} % (always 'far': "
               f"{100 * np.mean(far):.1f} %)\n  pred/true: "
@@ -75,12 +106,11 @@ def main() -> None:
             preds = [predict_image(lm.model, rgb).depth_m for rgb in ims.rgb]
             ps = [p[v] for p, v in zip(preds, ims.valid)]
             ds = [d[v] for d, v in zip(ims.depth_m, ims.valid)]
-            side = np.mean(np.concatenate([(d > focus_m) == (p > focus_m) for p, d in zip(ps, ds)]))
-            far = np.mean(np.concatenate([d > focus_m for d in ds]))
-            print(f"  held-out real ({len(ps)} images): side of focus right {100 * side:.1f} % (always 'far': "
-                  f"{100 * far:.1f} %)\n  pred/true: "
+            side_h, far_h = side_right_and_far(ps, ds, focus_m)
+            print(f"  held-out real ({len(ps)} images): side of focus right {100 * side_h:.1f} % (always 'far': "
+                  f"{100 * far_h:.1f} %)\n  pred/true: "
                   f"{bin_ratios(ps, ds)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -407,3 +407,10 @@ def test_blur_reading_script_scores_a_model_against_always_far(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "blur-space Spearman" in r.stdout and "always 'far'" in r.stdout and "pred/true: 0-1 m:" in r.stdout
+    bad = tmp_path / "junk.pt"
+    bad.write_text("not a model")
+    for args in ([str(bad)], [str(path), "--held-out", str(tmp_path / "none")]):
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "blur_reading.py"), *args, "--scenes", "1"],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("blur_reading: error:")

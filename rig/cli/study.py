@@ -195,7 +195,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (e.g. from `rig import-dfd`)")
     p.add_argument("--recipe", required=True,
-                   help="lite_l1, dfd_log, dfd_log_pre, dfd_log_pre_cue, dfd_log_cue, dfd_si_pre, dfd_log_pre_photo (+ photometric jitter), camind_dslr "
+                   help="lite_l1, dfd_log, dfd_log_pre, dfd_log_pre_cue, dfd_log_cue, dfd_si_pre, "
+                   "dfd_log_pre_photo (+ photometric jitter), camind_dslr "
                    "(the camera-independent network, trained on renders at other f-numbers only) or "
                    "camind_dslr_nok (the same without k_cam)")
     p.add_argument("--fold", required=True, help="fold number (0..k-1) or 'all'")
