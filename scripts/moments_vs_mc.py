@@ -14,6 +14,7 @@ from inference.cv import ause, spearman
 from inference.export import load_net
 from inference.mc_dropout import mc_predict
 from inference.moments import moments_predict
+from inference.predict import to_tensor
 from inference.quantize import CALIBRATION_IMAGES, dfd_images
 
 torch.set_num_threads(1)
@@ -25,7 +26,7 @@ rest = dfd_images((645, 432), kind=str(meta.get("input", "N2_8")))[CALIBRATION_I
 if not rest:
     sys.exit("no DFD captures found under the shared data folder")
 for cid, rgb, gt in rest[::max(1, len(rest) // count)][:count]:
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)[None]
+    x = to_tensor(rgb)
     m_mean, m_var = moments_predict(net, x)
     c_mean, c_var = mc_predict(net, x, samples=samples, seed=0)
     s_m, s_c = m_var.clamp_min(0).sqrt()[0, 0].numpy(), c_var.clamp_min(0).sqrt()[0, 0].numpy()

@@ -15,6 +15,7 @@ import torch
 from inference.cv import ause, spearman
 from inference.model import load_model
 from inference.moments import moments_predict
+from inference.predict import to_tensor
 from inference.recipe import load_images, predict_depth_std
 
 torch.set_num_threads(1)
@@ -28,7 +29,7 @@ for fold in folds:
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for rgb, d, v in zip(imgs.rgb, imgs.depth_m, imgs.valid):
         depth, s_a = predict_depth_std(lm.model, rgb, True)
-        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)[None]
+        x = to_tensor(rgb)
         s_e = moments_predict(lm.model, x)[1].clamp_min(0).sqrt()[0, 0].numpy()
         m = v & (d > 0)
         e = np.abs(depth - d)[m]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rig.core.errors import RigError
+
+if TYPE_CHECKING:
+    from rig.core.config import RigConfig
 
 
 def add_blur_parser(sub: argparse._SubParsersAction, name: str = "calibrate-blur") -> argparse.ArgumentParser:
@@ -140,7 +143,7 @@ def run_calibrate_kcam(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_blur(cfg: Any, k_cam_px: float, gamma_px: float, what: str) -> None:
+def _write_blur(cfg: RigConfig, k_cam_px: float, gamma_px: float, what: str) -> None:
     """--write: store the fitted blur constants in the config file the run read."""
     if cfg.path is None:
         raise RigError("--write: the config has no file to write to")
